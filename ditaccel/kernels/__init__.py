@@ -1,0 +1,17 @@
+"""Kernels and the data they consume. Nothing here knows about diffusers."""
+
+from .attention import block_sparse_attention
+from .layout import BlockLayout, layout_from_block_mask, layout_from_boxes, with_text
+from .reference import reference_block_sparse_attention
+from .tiling import TokenTiling, build_tiling
+
+__all__ = [
+    "BlockLayout",
+    "TokenTiling",
+    "block_sparse_attention",
+    "build_tiling",
+    "layout_from_block_mask",
+    "layout_from_boxes",
+    "reference_block_sparse_attention",
+    "with_text",
+]

@@ -1,0 +1,73 @@
+"""Argument checks in one place: every message names the parameter and the allowed values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SUPPORTED_BLOCK_SIZES = (64, 128)
+SUPPORTED_HEAD_DIMS = (64, 128)
+
+
+def triple(name: str, value, *, allow_fraction: bool = False) -> tuple:
+    """A positive int (or, with allow_fraction, a float in (0, 1]) per grid dimension (t, h, w)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value, value, value)
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 3:
+        raise TypeError(f"{name} must be a tuple of 3 values (t, h, w), got {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} entries must be numbers, got {value!r}")
+        if isinstance(v, float) and not float(v).is_integer():
+            if not allow_fraction:
+                raise TypeError(f"{name} entries must be integers >= 1, got {value!r}")
+            if not 0.0 < v <= 1.0:
+                raise ValueError(f"{name} fractions must be in (0, 1], got {value!r}")
+            out.append(float(v))
+            continue
+        if isinstance(v, float) and allow_fraction and v == 1.0:
+            out.append(1.0)  # 1.0 means the whole dimension
+            continue
+        if int(v) < 1:
+            raise ValueError(f"{name} entries must be integers >= 1, got {value!r}")
+        out.append(int(v))
+    return tuple(out)
+
+
+def bool_triple(name: str, value) -> tuple[bool, bool, bool]:
+    if isinstance(value, bool):
+        return (value, value, value)
+    if not isinstance(value, Sequence) or len(value) != 3 or not all(isinstance(v, bool) for v in value):
+        raise TypeError(f"{name} must be a bool or a tuple of 3 bools (t, h, w), got {value!r}")
+    return tuple(value)
+
+
+def block_size(value) -> int:
+    if value not in SUPPORTED_BLOCK_SIZES or isinstance(value, bool):
+        raise ValueError(f"block_size must be one of {SUPPORTED_BLOCK_SIZES}, got {value!r}")
+    return int(value)
+
+
+def number_in(name: str, value, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in {_interval(low, high, low_open, high_open)}, got {value!r}")
+    bad = value < low or value > high or (low_open and value == low) or (high_open and value == high)
+    if bad:
+        raise ValueError(f"{name} must be in {_interval(low, high, low_open, high_open)}, got {value!r}")
+    return float(value)
+
+
+def choice(name: str, value, allowed: Sequence) -> object:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def head_dim(value: int) -> int:
+    if value not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head_dim {value} is not supported by the Triton kernel; supported: {SUPPORTED_HEAD_DIMS}")
+    return value
+
+
+def _interval(low, high, low_open, high_open) -> str:
+    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"

@@ -1,0 +1,220 @@
+"""Block layouts: the sparsity pattern as data (a LUT), built once and consumed by the kernels.
+
+A layout covers a canonical token sequence of ``seq_len`` tokens cut into blocks of
+``block_size``. For every query block it lists, left-packed, the key blocks to compute
+(``kv_counts`` + ``kv_indices``, the same shape of data as FlexAttention's BlockMask) and flags the
+ones that are only partly allowed (``kv_partial``). Inside a partial block the kernel applies an
+exact token mask that is a *box test*: every query token carries an inclusive box
+``[q_lo, q_hi]`` over the 4 canonical coordinates (dilation group, t, h, w) and a key token is
+allowed when its coordinates ``k_coord`` fall inside. Neighbourhood windows (any stride,
+dilation, causality), ragged-edge padding and full attention are all boxes, so one in-kernel mask
+serves every method; padding keys carry coordinate -1 and fall outside every box.
+
+Leading LUT dimension G is 1 (same pattern for every head), H (per head) or B*H: program
+(b, h) reads row ``(b * H + h) % G``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .tiling import PAD_COORD, TokenTiling
+
+# Upper bound used for "no limit" box edges (coordinates are int32).
+BOX_MAX = 2**30
+
+
+@dataclass(frozen=True, eq=False)
+class BlockLayout:
+    """Which (query block, key block) pairs to compute, and how to mask the partial ones."""
+
+    block_size: int
+    seq_len: int  # canonical length, a multiple of block_size
+    kv_counts: torch.Tensor  # int32 [G, num_q_blocks]
+    kv_indices: torch.Tensor  # int32 [G, num_q_blocks, max_kv_blocks], left-packed, -1 after count
+    kv_partial: torch.Tensor  # int8  [G, num_q_blocks, max_kv_blocks], 1 = apply the box mask
+    q_lo: torch.Tensor  # int32 [seq_len, 4]
+    q_hi: torch.Tensor  # int32 [seq_len, 4]
+    k_coord: torch.Tensor  # int32 [seq_len, 4]
+    tiling: TokenTiling | None = field(default=None, repr=False)
+    num_text_blocks: int = 0  # trailing blocks holding text tokens (joint attention)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.seq_len // self.block_size
+
+    @property
+    def max_kv_blocks(self) -> int:
+        return int(self.kv_indices.shape[-1])
+
+    @property
+    def has_partial(self) -> bool:
+        return bool(self.kv_partial.any())
+
+    def block_density(self) -> float:
+        """Computed block pairs / all block pairs (video and text blocks together)."""
+        return float(self.kv_counts.double().mean()) / self.num_blocks
+
+    def video_block_density(self) -> float:
+        """Computed video-video block pairs / all video-video block pairs."""
+        nv = self.num_blocks - self.num_text_blocks
+        if self.num_text_blocks == 0:
+            return self.block_density()
+        idx = self.kv_indices[:, :nv]
+        valid = (idx >= 0) & (idx < nv)
+        return float(valid.double().sum()) / (idx.shape[0] * nv * nv)
+
+    def to(self, device: torch.device | str) -> "BlockLayout":
+        return BlockLayout(
+            self.block_size,
+            self.seq_len,
+            self.kv_counts.to(device),
+            self.kv_indices.to(device),
+            self.kv_partial.to(device),
+            self.q_lo.to(device),
+            self.q_hi.to(device),
+            self.k_coord.to(device),
+            self.tiling,
+            self.num_text_blocks,
+        )
+
+    def dense_block_mask(self) -> torch.Tensor:
+        """bool [G, num_blocks, num_blocks]: which block pairs are computed."""
+        G, M, _ = self.kv_indices.shape
+        mask = torch.zeros(G, M, self.num_blocks + 1, dtype=torch.bool, device=self.kv_indices.device)
+        idx = self.kv_indices.long().clamp_min(-1) % (self.num_blocks + 1)  # -1 -> spare column
+        mask.scatter_(2, idx, True)
+        return mask[:, :, : self.num_blocks]
+
+
+def pack_block_mask(block_mask: torch.Tensor, partial: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-pack a boolean [G, M, N] block mask into (counts, indices, partial flags)."""
+    if block_mask.dim() == 2:
+        block_mask = block_mask[None]
+    G, M, N = block_mask.shape
+    counts = block_mask.sum(-1).to(torch.int32)
+    width = max(int(counts.max()) if counts.numel() else 0, 1)
+    # Stable sort puts the kept columns first, in increasing key-block order.
+    order = torch.argsort((~block_mask).to(torch.int8), dim=-1, stable=True)[..., :width]
+    kept = torch.gather(block_mask, -1, order)
+    indices = torch.where(kept, order, torch.full_like(order, -1)).to(torch.int32)
+    if partial is None:
+        flags = torch.zeros_like(indices, dtype=torch.int8)
+    else:
+        if partial.dim() == 2:
+            partial = partial[None].expand(G, -1, -1)
+        flags = (torch.gather(partial, -1, order) & kept).to(torch.int8)
+    return counts, indices, flags
+
+
+def full_boxes(seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query boxes that admit every non-padding key."""
+    lo = torch.zeros(seq_len, 4, dtype=torch.int32)
+    hi = torch.full((seq_len, 4), BOX_MAX, dtype=torch.int32)
+    return lo, hi
+
+
+def padding_blocks(tiling: TokenTiling) -> torch.Tensor:
+    """bool [num_blocks]: blocks that contain at least one padding token."""
+    pad = tiling.coords[:, 0] == PAD_COORD
+    return pad.view(-1, tiling.block_size).any(-1)
+
+
+def layout_from_block_mask(block_mask: torch.Tensor, tiling: TokenTiling) -> BlockLayout:
+    """A whole-block layout (e.g. radial) over a tiled video sequence; blocks holding padding keys
+    are flagged partial and masked by full boxes (which reject padding coordinates)."""
+    partial = padding_blocks(tiling)[None, :].expand(block_mask.shape[-2], -1)
+    counts, indices, flags = pack_block_mask(block_mask, partial)
+    lo, hi = full_boxes(tiling.canon_len)
+    return BlockLayout(tiling.block_size, tiling.canon_len, counts, indices, flags, lo, hi, tiling.coords.clone(), tiling)
+
+
+def layout_from_boxes(q_lo: torch.Tensor, q_hi: torch.Tensor, tiling: TokenTiling, chunk: int = 64) -> BlockLayout:
+    """The exact layout of a box mask: a block pair is computed when any (query, key) pair in it
+    passes the box test, and is whole (no in-kernel mask) when every pair passes."""
+    bs = tiling.block_size
+    kc = tiling.coords.long()
+    lo, hi = q_lo.long(), q_hi.long()
+    nb = tiling.num_blocks
+    pad_key = (kc[:, 0] == PAD_COORD).view(nb, bs)
+    # Per block: the smallest box holding all query boxes' lower edges etc. A block pair is whole
+    # iff in every dimension the largest lower edge <= smallest key coordinate and the largest
+    # key coordinate <= smallest upper edge (over real tokens), and the key block has no padding.
+    big = torch.iinfo(torch.int64).max
+    kb = kc.view(nb, bs, 4)
+    kmin = torch.where(pad_key[..., None], big, kb).amin(1)  # [nb, 4]
+    kmax = torch.where(pad_key[..., None], -big, kb).amax(1)
+    lo_max = lo.view(nb, bs, 4).amax(1)
+    hi_min = hi.view(nb, bs, 4).amin(1)
+    whole = ((lo_max[:, None, :] <= kmin[None]) & (kmax[None] <= hi_min[:, None, :])).all(-1)
+    whole &= ~pad_key.any(-1)[None, :]
+    # Candidates (necessary condition per dimension), then an exact check on each candidate.
+    lo_min = lo.view(nb, bs, 4).amin(1)
+    hi_max = hi.view(nb, bs, 4).amax(1)
+    cand = ((lo_min[:, None, :] <= kmax[None]) & (kmin[None] <= hi_max[:, None, :])).all(-1)
+    cand &= ~pad_key.all(-1)[None, :]
+    block_mask = whole.clone()
+    check = cand & ~whole
+    qi, ki = check.nonzero(as_tuple=True)
+    for s in range(0, qi.numel(), chunk):
+        q_b, k_b = qi[s : s + chunk], ki[s : s + chunk]
+        ql = lo.view(nb, bs, 4)[q_b][:, :, None, :]  # [c, bs, 1, 4]
+        qh = hi.view(nb, bs, 4)[q_b][:, :, None, :]
+        kk = kb[k_b][:, None, :, :]  # [c, 1, bs, 4]
+        ok = ((ql <= kk) & (kk <= qh)).all(-1) & ~pad_key[k_b][:, None, :]
+        block_mask[q_b, k_b] = ok.flatten(1).any(-1)
+    partial = block_mask & ~whole
+    counts, indices, flags = pack_block_mask(block_mask, partial)
+    return BlockLayout(bs, tiling.canon_len, counts, indices, flags, q_lo.int(), q_hi.int(), tiling.coords.clone(), tiling)
+
+
+def with_text(layout: BlockLayout, text_len: int) -> BlockLayout:
+    """Append ``text_len`` text tokens (padded to whole blocks) after the video sequence.
+
+    Text is dense both ways: text query blocks see every block, video query blocks additionally
+    see every text block. Padded text keys are masked at call time by the per-batch key length,
+    so text blocks themselves are whole; video blocks keep their own flags.
+    """
+    if text_len <= 0:
+        return layout
+    bs = layout.block_size
+    nt = -(-text_len // bs)
+    nv = layout.num_blocks
+    G, M, W = layout.kv_indices.shape
+    dev = layout.kv_indices.device
+    text_idx = torch.arange(nv, nv + nt, dtype=torch.int32, device=dev)
+    # Video rows: their video blocks, then all text blocks (counts differ per row: pack again).
+    rows = torch.full((G, M, W + nt), -1, dtype=torch.int32, device=dev)
+    flags = torch.zeros((G, M, W + nt), dtype=torch.int8, device=dev)
+    rows[..., :W] = layout.kv_indices
+    flags[..., :W] = layout.kv_partial
+    pos = layout.kv_counts.long()[..., None] + torch.arange(nt, device=dev)  # where text goes
+    rows.scatter_(2, pos, text_idx.expand(G, M, nt).contiguous())
+    counts = layout.kv_counts + nt
+    # Text rows: every block; video blocks that contain padding need the (full) box mask.
+    all_idx = torch.arange(nv + nt, dtype=torch.int32, device=dev)
+    pad_vid = (layout.k_coord[:, 0] == PAD_COORD).view(nv, bs).any(-1).to(torch.int8).to(dev)
+    text_flags = torch.cat([pad_vid, torch.zeros(nt, dtype=torch.int8, device=dev)])
+    width = max(W + nt, nv + nt)
+    out_idx = torch.full((G, M + nt, width), -1, dtype=torch.int32, device=dev)
+    out_flags = torch.zeros((G, M + nt, width), dtype=torch.int8, device=dev)
+    out_idx[:, :M, : W + nt] = rows
+    out_flags[:, :M, : W + nt] = flags
+    out_idx[:, M:, : nv + nt] = all_idx
+    out_flags[:, M:, : nv + nt] = text_flags
+    out_counts = torch.cat([counts, torch.full((G, nt), nv + nt, dtype=torch.int32, device=dev)], dim=1)
+    lo_t, hi_t = full_boxes(nt * bs)
+    return BlockLayout(
+        bs,
+        layout.seq_len + nt * bs,
+        out_counts,
+        out_idx,
+        out_flags,
+        torch.cat([layout.q_lo, lo_t.to(layout.q_lo.device)]),
+        torch.cat([layout.q_hi, hi_t.to(layout.q_hi.device)]),
+        torch.cat([layout.k_coord, torch.zeros(nt * bs, 4, dtype=torch.int32, device=layout.k_coord.device)]),
+        layout.tiling,
+        nt,
+    )

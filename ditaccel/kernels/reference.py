@@ -1,0 +1,77 @@
+"""Reference backend: exactly the attention a BlockLayout defines, in plain PyTorch.
+
+It expands the layout into a token mask one chunk of query blocks at a time and calls SDPA on
+that chunk against all keys, so it never holds a sequence x sequence matrix (a 75k-token call
+on a GPU needs a few hundred MB). It is the oracle for the Triton kernels and the CPU fallback.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .layout import BlockLayout
+
+
+def layout_token_mask(layout: BlockLayout, q_blocks: slice, group: int | None = None) -> torch.Tensor:
+    """bool [G, rows, seq_len]: which keys each query row of ``q_blocks`` attends (before the
+    per-batch key length). ``group`` selects one LUT row group."""
+    bs, n = layout.block_size, layout.seq_len
+    idx = layout.kv_indices[:, q_blocks].long()
+    flags = layout.kv_partial[:, q_blocks]
+    if group is not None:
+        idx, flags = idx[group : group + 1], flags[group : group + 1]
+    G, c, _ = idx.shape
+    valid = idx >= 0
+    nb = layout.num_blocks
+    col = torch.where(valid, idx, nb)  # unused LUT slots land in a spare column
+    block_on = torch.zeros(G, c, nb + 1, dtype=torch.bool, device=idx.device).scatter_(2, col, True)[..., :nb]
+    partial = torch.zeros(G, c, nb + 1, dtype=torch.bool, device=idx.device)
+    partial = partial.scatter_(2, torch.where(valid & (flags > 0), idx, nb), True)[..., :nb]
+    rows = torch.arange(q_blocks.start * bs, q_blocks.start * bs + c * bs, device=idx.device)
+    lo, hi, kc = layout.q_lo[rows].long(), layout.q_hi[rows].long(), layout.k_coord.long()
+    box = ((lo[:, None, :] <= kc[None]) & (kc[None] <= hi[:, None, :])).all(-1)  # [rows, n]
+    on = block_on.repeat_interleave(bs, dim=1).repeat_interleave(bs, dim=2)
+    part = partial.repeat_interleave(bs, dim=1).repeat_interleave(bs, dim=2)
+    return on & (~part | box[None])
+
+
+def reference_block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layout: BlockLayout,
+    kv_len: torch.Tensor | None = None,
+    scale: float | None = None,
+    max_chunk_elems: int = 2**27,
+) -> torch.Tensor:
+    """q, k, v: [B, N, H, D] in canonical order (N == layout.seq_len). kv_len: int [B], keys at
+    positions >= kv_len[b] are ignored (padded text). Returns [B, N, H, D]."""
+    B, N, H, D = q.shape
+    if N != layout.seq_len:
+        raise ValueError(f"sequence length {N} does not match the layout's {layout.seq_len}")
+    G = layout.kv_indices.shape[0]
+    bs = layout.block_size
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # [B, H, N, D]
+    out = torch.empty_like(qt)
+    key_ok = None
+    if kv_len is not None:
+        key_ok = torch.arange(N, device=q.device)[None, :] < kv_len.to(q.device).long()[:, None]  # [B, N]
+    blocks_per_chunk = max(1, max_chunk_elems // (bs * N * max(B * H, G)))
+    for start in range(0, layout.num_blocks, blocks_per_chunk):
+        sl = slice(start, min(start + blocks_per_chunk, layout.num_blocks))
+        mask = layout_token_mask(layout, sl)  # [G, rows, N]
+        if G == 1:
+            mask = mask[None]  # [1, 1, rows, N]
+        elif G == H:
+            mask = mask[None]  # [1, H, rows, N]
+        elif G == B * H:
+            mask = mask.view(B, H, *mask.shape[1:])
+        else:
+            raise ValueError(f"layout has {G} LUT groups; expected 1, heads ({H}) or batch*heads ({B * H})")
+        if key_ok is not None:
+            mask = mask & key_ok[:, None, None, :]
+        rows = slice(sl.start * bs, sl.stop * bs)
+        o = F.scaled_dot_product_attention(qt[:, :, rows], kt, vt, attn_mask=mask, scale=scale)
+        out[:, :, rows] = torch.nan_to_num(o, nan=0.0)
+    return out.transpose(1, 2)
