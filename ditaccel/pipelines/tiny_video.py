@@ -279,6 +279,8 @@ def load_tiny_video_pipeline(
     device = torch.device(device)
     if dtype is None:
         dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-    pipe = TinyVideoPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+    # dtype is applied after loading: diffusers renamed from_pretrained's torch_dtype to dtype.
+    pipe = TinyVideoPipeline.from_pretrained(path, local_files_only=True)
+    pipe.transformer.to(dtype=dtype)
     pipe.text_encoder.to(dtype=torch.float32)
     return pipe.to(device)

@@ -1,0 +1,297 @@
+"""Train the built-in tiny video model (``ditaccel.pipelines.tiny_video``) on procedural clips.
+
+Flow matching in pixel space: x_t = (1 - s) x_0 + s n, the transformer predicts the velocity
+n - x_0 at timestep 1000 s, with s = shift(u), u ~ U(0, 1) (the same shift the sampler uses).
+Transformer and text encoder train jointly; 10% of prompts are dropped to "" so that classifier-free
+guidance works. Every batch is rendered fresh on the device (``procedural_clips``), seeded by the
+global step, so a resumed run sees the same data stream as an uninterrupted one.
+
+A run trains for a wall-clock budget (``--max-minutes``) and leaves in ``--out``:
+  model-0000k.safetensors  fp32 weights (transformer.* and text_encoder.*), shards <= 15 MB
+  ema-0000k.safetensors    the EMA weights in fp16 (what ships), shards <= 15 MB
+  state.json               global step, total training time, settings of every run
+  train_log.jsonl          loss log of all runs so far (one JSON object per logged step)
+  samples.png              a few EMA samples (frames 0, 5, 10, 15 of each prompt) at the end
+
+Resume with ``--resume DIR`` (a previous ``--out``). The optimizer state is not kept (it would
+double the checkpoint); a resumed run re-warms the learning rate over ``--warmup`` steps instead.
+If DIR lacks EMA shards, ``--ema-from`` names a saved pipeline whose weights start the EMA.
+
+  python benchmarks/train_tiny_video.py --out outputs/tiny --max-minutes 8.5
+  python benchmarks/train_tiny_video.py --out outputs/tiny2 --resume outputs/tiny --max-minutes 8.5 --decay
+  python benchmarks/train_tiny_video.py --export outputs/tiny2   # -> ditaccel/pipelines/tiny_video_weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ditaccel.pipelines.procedural_clips import generate_batch  # noqa: E402
+from ditaccel.pipelines.tiny_video import (  # noqa: E402
+    DEFAULT_WEIGHTS_DIR,
+    TinyVideoPipeline,
+    encode_prompts,
+    flow_shift,
+)
+
+SHARD_BYTES = 15 * 1024 * 1024
+SAMPLE_PROMPTS = [
+    "a red circle moving right on a gray background",
+    "a blue square moving up on a checkered background",
+    "a yellow triangle bouncing on a black background",
+    "a green circle growing and a purple square moving left on a white background",
+]
+
+
+def _parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=os.environ.get("OUT", "outputs/tiny_video_train"))
+    p.add_argument("--resume", default=None, help="directory of a previous run's --out")
+    p.add_argument("--ema-from", default=None, help="saved pipeline whose weights start the EMA on resume")
+    p.add_argument("--max-minutes", type=float, default=8.5, help="wall-clock training budget of this run")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps of this run")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--min-lr", type=float, default=2e-5)
+    p.add_argument("--warmup", type=int, default=250)
+    p.add_argument("--decay", action="store_true", help="decay LR linearly to --min-lr over the second half of the budget")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--cfg-drop", type=float, default=0.1, help="probability of training with the empty prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--ckpt-minutes", type=float, default=3.0)
+    p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--export", default=None, metavar="RUN_DIR", help="only export RUN_DIR's EMA as the shipped pipeline")
+    p.add_argument("--export-to", default=str(DEFAULT_WEIGHTS_DIR))
+    return p.parse_args(argv)
+
+
+# -- checkpoint files ---------------------------------------------------------------------------
+
+
+def _named_state(pipe: TinyVideoPipeline) -> dict[str, torch.Tensor]:
+    state = {f"transformer.{k}": v for k, v in pipe.transformer.state_dict().items()}
+    state.update({f"text_encoder.{k}": v for k, v in pipe.text_encoder.state_dict().items()})
+    return state
+
+
+def _save_sharded(state: dict[str, torch.Tensor], out: Path, prefix: str, dtype: torch.dtype) -> None:
+    for old in out.glob(f"{prefix}-*.safetensors"):
+        old.unlink()
+    shard, size, index = {}, 0, 1
+    for name, tensor in state.items():
+        t = tensor.detach().to("cpu", dtype).clone().contiguous()  # clone: tied weights share storage
+        if shard and size + t.numel() * t.element_size() > SHARD_BYTES:
+            save_file(shard, out / f"{prefix}-{index:05d}.safetensors")
+            shard, size, index = {}, 0, index + 1
+        shard[name] = t
+        size += t.numel() * t.element_size()
+    save_file(shard, out / f"{prefix}-{index:05d}.safetensors")
+
+
+def _load_sharded(directory: Path, prefix: str) -> dict[str, torch.Tensor]:
+    state = {}
+    for f in sorted(directory.glob(f"{prefix}-*.safetensors")):
+        state.update(load_file(f))
+    return state
+
+
+def _load_pipeline_state(pipeline_dir: Path) -> dict[str, torch.Tensor]:
+    state = {f"transformer.{k}": v for k, v in load_file(pipeline_dir / "transformer" / "diffusion_pytorch_model.safetensors").items()}
+    state.update({f"text_encoder.{k}": v for k, v in load_file(pipeline_dir / "text_encoder" / "model.safetensors").items()})
+    return state
+
+
+def _load_into(pipe: TinyVideoPipeline, state: dict[str, torch.Tensor]) -> None:
+    for name, module in (("transformer", pipe.transformer), ("text_encoder", pipe.text_encoder)):
+        sub = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
+        missing, unexpected = module.load_state_dict(sub, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f"{name}: missing {missing}, unexpected {unexpected}")
+
+
+def export_pipeline(run_dir: Path, target: Path) -> None:
+    """Write the EMA weights of ``run_dir`` as a fp16 ``save_pretrained`` pipeline at ``target``."""
+    pipe = TinyVideoPipeline.from_scratch()
+    _load_into(pipe, _load_sharded(run_dir, "ema"))
+    pipe.transformer.half()
+    pipe.text_encoder.half()
+    if target.exists():
+        shutil.rmtree(target)
+    pipe.save_pretrained(target)
+    total = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+    print(f"exported {run_dir} -> {target} ({total / 1e6:.2f} MB)")
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+def _lr_at(args, run_step: int, run_fraction: float) -> float:
+    lr = args.lr * min(1.0, (run_step + 1) / args.warmup)
+    if args.decay and run_fraction > 0.5:
+        frac = min(1.0, (run_fraction - 0.5) / 0.5)
+        lr = args.min_lr + (lr - args.min_lr) * (1.0 - frac)
+    return lr
+
+
+@torch.no_grad()
+def _write_samples(pipe: TinyVideoPipeline, out: Path, steps: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    pipe.set_progress_bar_config(disable=True)
+    frames = pipe(SAMPLE_PROMPTS, num_inference_steps=steps, generator=torch.Generator().manual_seed(0)).frames
+    rows = [np.concatenate([clip[f] for f in (0, 5, 10, 15)], axis=1) for clip in frames]
+    Image.fromarray((np.concatenate(rows, axis=0) * 255).round().astype(np.uint8)).save(out / "samples.png")
+
+
+def train(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(args.seed)
+
+    pipe = TinyVideoPipeline.from_scratch()
+    step, trained_seconds, runs = 0, 0.0, []
+    settings = {k: v for k, v in vars(args).items() if k not in ("export", "export_to")}
+    if args.resume:
+        resume = Path(args.resume)
+        state = json.loads((resume / "state.json").read_text())
+        step, trained_seconds, runs = state["step"], state["trained_seconds"], state["runs"]
+        _load_into(pipe, _load_sharded(resume, "model"))
+        ema_state = _load_sharded(resume, "ema")
+        if not ema_state and args.ema_from:
+            ema_state = _load_pipeline_state(Path(args.ema_from))
+        if (resume / "train_log.jsonl").exists() and resume.resolve() != out.resolve():
+            shutil.copy(resume / "train_log.jsonl", out / "train_log.jsonl")
+        print(f"resumed from {resume} at step {step} ({trained_seconds / 60:.1f} min trained)")
+    else:
+        ema_state = {}
+        (out / "train_log.jsonl").unlink(missing_ok=True)
+
+    pipe.transformer.to(device).train()
+    pipe.text_encoder.to(device).train()
+    params = [p for m in (pipe.transformer, pipe.text_encoder) for p in m.parameters()]
+    names = list(_named_state(pipe))
+    n_params = sum(p.numel() for p in params)
+    # EMA as a flat list aligned with state_dict order (parameters and buffers alike).
+    live = list(_named_state(pipe).values())  # views of the parameters, updated in place
+    ema = [ema_state[k].to(device, torch.float32) if k in ema_state else v.detach().float().clone() for k, v in zip(names, live)]
+
+    decay, no_decay = [], []
+    for m in (pipe.transformer, pipe.text_encoder):
+        for n, p in m.named_parameters():
+            (no_decay if p.ndim < 2 or "norm" in n or "scale_shift" in n else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.99), fused=device.type == "cuda",
+    )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    tokenizer, text_encoder, transformer = pipe.tokenizer, pipe.text_encoder, pipe.transformer
+    gen = torch.Generator(device=device)
+
+    print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
+          f"{n_params / 1e6:.2f}M parameters, batch {args.batch_size}")
+    run_info = {"start_step": step, "settings": settings,
+                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    budget = args.max_minutes * 60.0
+    t_start = time.time()
+    last_ckpt = t_start
+    run_step, loss_sum, loss_count, t_log = 0, 0.0, 0, time.time()
+
+    def save(final: bool) -> None:
+        live_state = _named_state(pipe)
+        _save_sharded(live_state, out, "model", torch.float32)
+        _save_sharded(dict(zip(names, ema)), out, "ema", torch.float16)
+        info = dict(run_info, end_step=step, seconds=time.time() - t_start, final=final)
+        meta = {"step": step, "trained_seconds": trained_seconds + time.time() - t_start,
+                "parameters": n_params, "runs": runs + [info]}
+        (out / "state.json").write_text(json.dumps(meta, indent=2))
+
+    while True:
+        elapsed = time.time() - t_start
+        if elapsed >= budget or (args.max_steps is not None and run_step >= args.max_steps):
+            break
+        lr = _lr_at(args, run_step, elapsed / budget)
+        for g in opt.param_groups:
+            g["lr"] = lr
+
+        x0, prompts = generate_batch(args.batch_size, seed=args.seed * 1_000_003 + step, device=device)
+        gen.manual_seed(args.seed * 1_000_003 + step + 7_777_777)
+        drop = torch.rand(len(prompts), generator=gen, device=device) < args.cfg_drop
+        prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
+        u = torch.rand(len(prompts), generator=gen, device=device)
+        sigma = flow_shift(u)
+        noise = torch.randn(x0.shape, generator=gen, device=device)
+        s = sigma[:, None, None, None, None]
+        x_t = (1.0 - s) * x0 + s * noise
+        with autocast:
+            text = encode_prompts(tokenizer, text_encoder, prompts, device)
+            pred = transformer(hidden_states=x_t, timestep=sigma * 1000.0, encoder_hidden_states=text, return_dict=False)[0]
+        loss = torch.nn.functional.mse_loss(pred.float(), noise - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            d = min(args.ema_decay, (1.0 + step) / (10.0 + step))
+            torch._foreach_lerp_(ema, live, 1.0 - d)
+        step += 1
+        run_step += 1
+        loss_sum += loss.item() if run_step % args.log_every == 0 else loss.detach()
+        loss_count += 1
+
+        if run_step % args.log_every == 0:
+            now = time.time()
+            mean = float(loss_sum) / loss_count
+            rec = {"step": step, "loss": mean, "lr": lr, "grad_norm": float(grad_norm),
+                   "minutes": (trained_seconds + now - t_start) / 60.0,
+                   "sec_per_step": (now - t_log) / loss_count}
+            with open(out / "train_log.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            print(f"step {step:6d}  loss {mean:.4f}  lr {lr:.2e}  gn {float(grad_norm):.2f}  "
+                  f"{rec['sec_per_step'] * 1000:.0f} ms/step  {rec['minutes']:.1f} min", flush=True)
+            loss_sum, loss_count, t_log = 0.0, 0, now
+        if time.time() - last_ckpt > args.ckpt_minutes * 60.0:
+            save(final=False)
+            last_ckpt = time.time()
+
+    save(final=True)
+    print(f"saved checkpoint at step {step} to {out}")
+    # Samples from the EMA weights, written last: they are a check, not part of the state.
+    sampler = TinyVideoPipeline.from_scratch()
+    _load_into(sampler, {k: v for k, v in zip(names, ema)})
+    sampler.transformer.to(device).eval()
+    sampler.text_encoder.to(device).eval()
+    with autocast:
+        _write_samples(sampler, out, args.sample_steps)
+    print("wrote samples.png")
+
+
+def main(argv=None) -> None:
+    args = _parse_args(argv)
+    if args.export:
+        export_pipeline(Path(args.export), Path(args.export_to))
+    else:
+        train(args)
+
+
+if __name__ == "__main__":
+    main()

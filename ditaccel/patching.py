@@ -1,0 +1,241 @@
+"""patch() / unpatch() / summary(): install a sparse method into a diffusers pipeline or transformer.
+
+Flow: patch() -> adapter (which model, where the grid and the attention layers are) -> method
+config (what to compute) -> SparseAttention (layout cache + token order) -> kernel.
+
+Per attention layer there are two processor objects: the original one (dense, untouched) and a
+sparse subclass of it. A forward pre-hook on the transformer reads grid and timestep, decides
+per layer which of the two runs this step and swaps the object. unpatch() puts the originals
+back and removes the hook: the model is then exactly as it was, also after an exception in a
+generation, because nothing else was changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from .context import StepContext, timestep_value
+from .pipelines import adapter_for
+from .pipelines.base import AttentionLayer, ModelAdapter
+from .plugins.neighborhood import Neighborhood
+from .plugins.radial import Radial
+from .plugins.sparse_attention import SparseAttention
+from .presets import RADIAL_DEFAULTS, default_schedule, preset
+from .schedule import Schedule
+
+METHOD_TYPES = (Radial, Neighborhood)
+_STATE_ATTR = "_ditaccel_patch"
+
+
+@dataclass
+class LayerHistory:
+    dense_steps: set[int] = field(default_factory=set)
+    sparse_steps: set[int] = field(default_factory=set)
+
+
+class PatchState:
+    """Everything one patched transformer holds; removing it restores the transformer."""
+
+    def __init__(self, transformer: torch.nn.Module, adapter: ModelAdapter, method, schedule: Schedule, scheduler=None, backend: str = "auto"):
+        self.transformer = transformer
+        self.adapter = adapter
+        self.method = method
+        self.schedule = schedule
+        self.scheduler = scheduler
+        self.layers: list[AttentionLayer] = adapter.attention_layers(transformer)
+        self.originals = {layer.index: layer.module.processor for layer in self.layers}
+        self.sparse = {layer.index: adapter.sparse_processor(self.originals[layer.index], layer, self) for layer in self.layers}
+        self.runner = SparseAttention(method, backend=backend)
+        self.context = StepContext()
+        self.history = {layer.index: LayerHistory() for layer in self.layers}
+        self._hook = transformer.register_forward_pre_hook(self._pre_forward, with_kwargs=True)
+
+    @torch.compiler.disable
+    def _pre_forward(self, module, args, kwargs):
+        ctx = self.context
+        ctx.grid = self.adapter.grid(module, args, kwargs)
+        timesteps = getattr(self.scheduler, "timesteps", None) if self.scheduler is not None else None
+        if timesteps is not None and not isinstance(timesteps, torch.Tensor):
+            timesteps = torch.as_tensor(timesteps)
+        ctx.advance(timestep_value(self.adapter.timestep(args, kwargs)), timesteps, self.adapter.timestep_scale)
+        dense_step = self.schedule.step_is_dense(ctx.step, ctx.num_steps, ctx.progress)
+        for layer in self.layers:
+            dense = dense_step or self.schedule.layer_is_dense(layer.index)
+            processor = self.originals[layer.index] if dense else self.sparse[layer.index]
+            if layer.module.processor is not processor:
+                layer.module.processor = processor
+            history = self.history[layer.index]
+            (history.dense_steps if dense else history.sparse_steps).add(ctx.step)
+        return None
+
+    def attend(self, layer: int, q, k, v, *, text_len: int = 0, text_mask=None, scale=None):
+        """Called by the sparse processors with q, k, v in the model's [B, S, H, D] order."""
+        return self.runner(
+            q, k, v, self.context.grid, text_len=text_len, text_position=self.adapter.text_position, text_mask=text_mask, scale=scale
+        )
+
+    def restore(self) -> None:
+        for layer in self.layers:
+            layer.module.processor = self.originals[layer.index]
+        self._hook.remove()
+
+
+@dataclass
+class Summary:
+    """Per attention layer: method, block density on the last grid, which steps ran dense."""
+
+    rows: list[dict]
+
+    def __str__(self) -> str:
+        lines = [f"{'layer':>5}  {'module':<36} {'method':<13} {'density':>8}  dense steps / sparse steps"]
+        for r in self.rows:
+            density = "-" if r["block_density"] is None else f"{r['block_density']:.3f}"
+            lines.append(
+                f"{r['layer']:>5}  {r['module']:<36} {r['method']:<13} {density:>8}  "
+                f"{_ranges(r['dense_steps'])} / {_ranges(r['sparse_steps'])}"
+            )
+        return "\n".join(lines)
+
+
+class PatchHandle:
+    """Returned by patch(): unpatch(), summary(), and a context manager that unpatches on exit."""
+
+    def __init__(self, target, states: list[PatchState]):
+        self.target = target
+        self.states = states
+
+    def unpatch(self) -> None:
+        unpatch(self.target)
+
+    def summary(self) -> Summary:
+        return summary(self.target)
+
+    def __enter__(self) -> "PatchHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if any(getattr(t, _STATE_ATTR, None) is not None for t in _transformers(self.target)):
+            self.unpatch()
+
+
+def patch(target, method, *, schedule: Schedule | None = None, cache=None, backend: str = "auto") -> PatchHandle:
+    """Replace the self/joint attention of ``target`` (a diffusers pipeline or transformer) with
+    a sparse method.
+
+    Args:
+        target: a diffusers pipeline (its ``transformer`` and, for Wan 2.2, ``transformer_2``) or
+            a transformer model.
+        method: a preset name ("radial", "neighborhood") or a config (``ditaccel.Radial(...)``,
+            ``ditaccel.Neighborhood(...)``).
+        schedule: which steps and layers stay dense; None = the preset's / model's default.
+        cache: attention caching across steps (not available yet; must be None).
+        backend: "auto" (Triton on CUDA, else the PyTorch reference), "triton" or "reference".
+    """
+    if cache is not None:
+        raise NotImplementedError("cache: attention caching is not available yet; pass cache=None")
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a ditaccel.Schedule or None, got {type(schedule).__name__}")
+    transformers = _transformers(target)
+    for transformer in transformers:
+        if getattr(transformer, _STATE_ATTR, None) is not None:
+            raise ValueError(f"{type(transformer).__name__} is already patched; call ditaccel.unpatch() first")
+    adapters = [adapter_for(t) for t in transformers]  # raises on unsupported models before any change
+    scheduler = getattr(target, "scheduler", None) if not isinstance(target, torch.nn.Module) else None
+    states = []
+    try:
+        for transformer, adapter in zip(transformers, adapters):
+            config, default = _resolve_method(method, adapter.family)
+            state = PatchState(transformer, adapter, config, schedule or default, scheduler, backend)
+            setattr(transformer, _STATE_ATTR, state)
+            states.append(state)
+    except BaseException:
+        for state in states:
+            state.restore()
+            delattr(state.transformer, _STATE_ATTR)
+        raise
+    return PatchHandle(target, states)
+
+
+def unpatch(target) -> None:
+    """Restore the original attention processors and remove ditaccel's hook."""
+    found = False
+    for transformer in _transformers(target):
+        state = getattr(transformer, _STATE_ATTR, None)
+        if state is None:
+            continue
+        state.restore()
+        delattr(transformer, _STATE_ATTR)
+        found = True
+    if not found:
+        raise ValueError(f"{type(target).__name__} is not patched by ditaccel")
+
+
+def summary(target) -> Summary:
+    rows = []
+    for transformer in _transformers(target):
+        state = getattr(transformer, _STATE_ATTR, None)
+        if state is None:
+            raise ValueError(f"{type(transformer).__name__} is not patched by ditaccel")
+        grid = state.context.grid
+        density = state.runner.video_layout(grid).video_block_density() if grid is not None else None
+        for layer in state.layers:
+            h = state.history[layer.index]
+            always_dense = state.schedule.layer_is_dense(layer.index)
+            rows.append(
+                {
+                    "transformer": type(transformer).__name__,
+                    "layer": layer.index,
+                    "module": layer.name,
+                    "method": "dense" if always_dense else state.method.name,
+                    "block_density": 1.0 if always_dense else density,
+                    "grid": grid,
+                    "dense_steps": sorted(h.dense_steps),
+                    "sparse_steps": sorted(h.sparse_steps),
+                }
+            )
+    return Summary(rows)
+
+
+def is_patched(target) -> bool:
+    return any(getattr(t, _STATE_ATTR, None) is not None for t in _transformers(target))
+
+
+def _transformers(target) -> list[torch.nn.Module]:
+    if isinstance(target, torch.nn.Module):
+        return [target]
+    found = [getattr(target, name, None) for name in ("transformer", "transformer_2")]
+    found = [t for t in found if isinstance(t, torch.nn.Module)]
+    if not found:
+        raise TypeError(f"expected a diffusers pipeline with a transformer or a transformer model, got {type(target).__name__}")
+    return found
+
+
+def _resolve_method(method, family: str):
+    if isinstance(method, str):
+        return preset(method, family)
+    if isinstance(method, Radial):
+        filled = {k: v for k, v in RADIAL_DEFAULTS.get(family, {"decay": 1.0, "sink": False}).items() if getattr(method, k) is None}
+        return dataclasses.replace(method, **filled), default_schedule(family)
+    if isinstance(method, Neighborhood):
+        return method, default_schedule(family)
+    raise TypeError(
+        f"method must be a preset name ('radial', 'neighborhood') or a config object "
+        f"({', '.join(t.__name__ for t in METHOD_TYPES)}), got {type(method).__name__}"
+    )
+
+
+def _ranges(steps: list[int]) -> str:
+    if not steps:
+        return "-"
+    parts, start, prev = [], steps[0], steps[0]
+    for s in steps[1:] + [None]:
+        if s is not None and s == prev + 1:
+            prev = s
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if s is not None:
+            start = prev = s
+    return ",".join(parts)

@@ -1,0 +1,66 @@
+"""What a model adapter tells the rest of ditaccel about one family of diffusers transformers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+Grid = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class AttentionLayer:
+    index: int  # layer index used by Schedule.dense_layers (blocks in forward order)
+    name: str  # module path inside the transformer
+    module: torch.nn.Module
+
+
+class ModelAdapter:
+    """Subclasses describe one model family.
+
+    family: short name used by presets ("wan", "hunyuan_video", ...).
+    transformer_class: the diffusers class name(s) this adapter handles.
+    text_position: where text tokens sit in the self/joint attention sequence: "none" (video-only
+        self-attention, text through cross-attention), "first" or "last".
+    timestep_scale: what the pipeline multiplies scheduler timesteps by before the transformer
+        sees them (FLUX passes t / 1000).
+    """
+
+    family: str = ""
+    transformer_classes: tuple[str, ...] = ()
+    text_position: str = "none"
+    timestep_scale: float = 1.0
+
+    def matches(self, transformer: torch.nn.Module) -> bool:
+        return type(transformer).__name__ in self.transformer_classes
+
+    def grid(self, transformer: torch.nn.Module, args: tuple, kwargs: dict) -> Grid:
+        raise NotImplementedError
+
+    def timestep(self, args: tuple, kwargs: dict):
+        return kwargs["timestep"] if "timestep" in kwargs else args[1]
+
+    def attention_layers(self, transformer: torch.nn.Module) -> list[AttentionLayer]:
+        raise NotImplementedError
+
+    def sparse_processor(self, original, layer: AttentionLayer, patch_state) -> object:
+        """A processor for ``layer`` that runs the sparse path; ``original`` is the upstream one."""
+        raise NotImplementedError
+
+
+def argument(args: tuple, kwargs: dict, name: str, position: int):
+    """A forward argument given by keyword or by position."""
+    if name in kwargs:
+        return kwargs[name]
+    if len(args) > position:
+        return args[position]
+    return None
+
+
+def reject_context_parallel(processor) -> None:
+    if getattr(processor, "_parallel_config", None) is not None:
+        raise NotImplementedError(
+            "ditaccel sparse attention does not support diffusers context parallelism yet; "
+            "disable parallelism or unpatch"
+        )
