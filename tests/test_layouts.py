@@ -1,0 +1,164 @@
+"""Layouts + token order + reference backend against masks built from each method's definition."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ditaccel import Neighborhood, Radial
+from ditaccel.kernels import build_tiling, reference_block_sparse_attention
+from ditaccel.kernels.layout import pack_block_mask, with_text
+from ditaccel.plugins.sparse_attention import SparseAttention
+
+from reference_masks import joint_mask, neighborhood_mask, radial_mask
+
+
+def sdpa_with_mask(q, k, v, mask):
+    """q, k, v [B, S, H, D]; mask bool [B, S, S] or [S, S]."""
+    if mask.dim() == 2:
+        mask = mask[None]
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask[:, None])
+    return out.transpose(1, 2)
+
+
+def random_qkv(batch, seq, heads=2, dim=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, seq, heads, dim, generator=g) for _ in range(3)]
+
+
+NEIGHBORHOOD_CASES = [
+    # grid, window, stride, dilation, causal
+    ((5, 9, 11), (3, 5, 5), (1, 1, 1), (1, 1, 1), (False, False, False)),
+    ((4, 10, 12), (2, 4, 6), (1, 2, 3), (1, 1, 1), (False, False, False)),  # even windows + stride
+    ((4, 8, 8), (4, 8, 8), (4, 8, 8), (1, 1, 1), (False, False, False)),  # blocked: whole windows
+    ((6, 9, 10), (3, 3, 3), (1, 1, 1), (2, 2, 3), (False, False, False)),  # dilation, ragged groups
+    ((5, 7, 9), (3, 3, 5), (1, 1, 2), (1, 1, 1), (True, False, False)),  # causal in time
+    ((4, 6, 6), (2, 3, 3), (2, 3, 3), (2, 1, 1), (True, True, False)),
+    ((3, 5, 7), (3, 5, 7), (1, 1, 1), (1, 1, 1), (False, False, False)),  # window = grid
+]
+
+
+@pytest.mark.parametrize("grid,window,stride,dilation,causal", NEIGHBORHOOD_CASES)
+@pytest.mark.parametrize("block_size", [64, 128])
+def test_neighborhood_matches_definition(grid, window, stride, dilation, causal, block_size):
+    method = Neighborhood(window=window, stride=stride, dilation=dilation, causal=causal, block_size=block_size)
+    q, k, v = random_qkv(2, math.prod(grid))
+    out = SparseAttention(method, backend="reference")(q, k, v, grid)
+    expected = sdpa_with_mask(q, k, v, torch.from_numpy(neighborhood_mask(grid, window, stride, dilation, causal)))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_perfectly_block_sparse_neighborhood_has_no_partial_blocks():
+    # Stride groups (4,8,8) are whole tiles and every window starts on a tile edge
+    # (leader - floor(w/2) = 4g+2-2, 8g+4-12): every block pair is whole.
+    method = Neighborhood(window=(4, 24, 24), stride=(4, 8, 8), tile=(2, 8, 8))
+    layout = method.build_layout((8, 32, 32))
+    assert not layout.has_partial
+    assert 0 < layout.block_density() < 0.5
+
+
+@pytest.mark.parametrize("grid,decay,sink", [((9, 16, 16), 0.2, True), ((12, 10, 13), 0.5, False), ((17, 8, 8), 1.0, True)])
+def test_radial_matches_definition(grid, decay, sink):
+    method = Radial(decay=decay, sink=sink, block_size=64)
+    q, k, v = random_qkv(1, math.prod(grid), seed=1)
+    out = SparseAttention(method, backend="reference")(q, k, v, grid)
+    expected = sdpa_with_mask(q, k, v, torch.from_numpy(radial_mask(grid, decay, sink, 64)))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    layout = SparseAttention(method).video_layout(grid)
+    assert layout.video_block_density() < 1.0  # the grid is large enough to be sparse
+
+
+def test_radial_density_matches_paper_scale():
+    # Wan2.1 480p 81 frames: the notes measure ~0.34 block density with decay 0.2.
+    layout = Radial(decay=0.2, sink=True).build_layout((21, 30, 52))
+    assert 0.30 < layout.video_block_density() < 0.37
+
+
+def test_radial_tiled_variant_keeps_whole_frames_near_the_diagonal():
+    grid = (6, 16, 16)
+    layout = Radial(decay=0.2, spatial="tiled", block_size=64, sink=False).build_layout(grid)
+    assert layout.tiling.tile[0] == 1 and math.prod(layout.tiling.tile) == 64
+    q, k, v = random_qkv(1, math.prod(grid), seed=2)
+    out = SparseAttention(Radial(decay=0.2, spatial="tiled", block_size=64, sink=False), backend="reference")(q, k, v, grid)
+    assert torch.isfinite(out).all()
+    # Frame distance <= 1 is always whole-frame: the token mask from the layout covers it.
+    blocks = layout.dense_block_mask()[0]
+    per_frame = 256 // 64
+    assert blocks[:per_frame, : 2 * per_frame].all()
+
+
+@pytest.mark.parametrize("text_position", ["first", "last"])
+@pytest.mark.parametrize("method", [Neighborhood(window=(2, 3, 5), block_size=64), Radial(decay=0.3, sink=False, block_size=64)])
+def test_joint_text_with_padding(text_position, method):
+    grid = (6, 8, 9)
+    text_len = 21
+    nv = math.prod(grid)
+    q, k, v = random_qkv(2, nv + text_len, seed=3)
+    text_valid = torch.ones(2, text_len, dtype=torch.bool)
+    text_valid[0, 15:] = False  # right padding
+    text_valid[1, ::4] = False  # holes anywhere are honoured too
+    out = SparseAttention(method, backend="reference")(q, k, v, grid, text_len=text_len, text_position=text_position, text_mask=text_valid)
+    if isinstance(method, Neighborhood):
+        video = neighborhood_mask(grid, method.window, method.stride, method.dilation, method.causal)
+    else:
+        video = radial_mask(grid, method.decay, method.sink, method.block_size)
+    expected = sdpa_with_mask(q, k, v, joint_mask(video, text_len, text_position, text_valid, 2))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_text_without_mask_attends_all_text_but_not_block_padding():
+    grid = (3, 5, 7)
+    q, k, v = random_qkv(1, math.prod(grid) + 10, seed=4)
+    method = Neighborhood(window=(3, 5, 7), block_size=64)
+    out = SparseAttention(method, backend="reference")(q, k, v, grid, text_len=10, text_position="last")
+    torch.testing.assert_close(out, sdpa_with_mask(q, k, v, torch.ones(q.shape[1], q.shape[1], dtype=torch.bool)), atol=1e-5, rtol=1e-5)
+
+
+def test_tiling_round_trip_and_padding_coordinates():
+    tiling = build_tiling((5, 9, 11), (2, 8, 8), 128, dilation=(1, 2, 1))
+    x = torch.randn(2, math.prod((5, 9, 11)), 3)
+    canon = tiling.to_canonical(x)
+    assert canon.shape[1] == tiling.canon_len and tiling.canon_len % 128 == 0
+    torch.testing.assert_close(tiling.from_canonical(canon), x, rtol=0, atol=0)
+    pad = tiling.coords[:, 0] == -1
+    assert canon[:, pad].abs().sum() == 0
+    assert int((~pad).sum()) == x.shape[1]
+
+
+def test_layouts_are_built_once_per_grid():
+    runner = SparseAttention(Neighborhood(window=(2, 3, 3), block_size=64), backend="reference")
+    q, k, v = random_qkv(1, 4 * 6 * 6)
+    runner(q, k, v, (4, 6, 6))
+    first = runner.video_layout((4, 6, 6))
+    runner(q, k, v, (4, 6, 6))
+    assert runner.video_layout((4, 6, 6)) is first
+    assert len(runner._video_layouts) == 1
+
+
+def test_per_head_lut_groups():
+    # Two heads with different block patterns (G = H): the reference honours each row group.
+    tiling = build_tiling((2, 8, 8), None, 64)
+    nb = tiling.num_blocks
+    mask = torch.zeros(2, nb, nb, dtype=torch.bool)
+    mask[0] = torch.eye(nb, dtype=torch.bool)
+    mask[1] = True
+    counts, idx, flags = pack_block_mask(mask)
+    from ditaccel.kernels.layout import BlockLayout, full_boxes
+
+    lo, hi = full_boxes(tiling.canon_len)
+    layout = BlockLayout(64, tiling.canon_len, counts, idx, flags, lo, hi, tiling.coords, tiling)
+    q, k, v = random_qkv(1, tiling.canon_len, heads=2)
+    out = reference_block_sparse_attention(q, k, v, layout)
+    diag = torch.block_diag(*[torch.ones(64, 64, dtype=torch.bool)] * nb)
+    torch.testing.assert_close(out[:, :, 0], sdpa_with_mask(q[:, :, :1], k[:, :, :1], v[:, :, :1], diag)[:, :, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, :, 1], sdpa_with_mask(q[:, :, 1:], k[:, :, 1:], v[:, :, 1:], torch.ones_like(diag))[:, :, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_with_text_layout_shape():
+    layout = with_text(Neighborhood(window=(2, 3, 3), block_size=64).build_layout((4, 6, 6)), 70)
+    assert layout.num_text_blocks == 2
+    assert layout.seq_len == layout.tiling.canon_len + 128
+    assert (layout.kv_counts[0, -2:] == layout.num_blocks).all()
