@@ -41,9 +41,22 @@ def block_sparse_attention(
         if backend == "auto" and q.is_cuda:
             _warn_once("Triton is not available: ditaccel runs sparse attention on the (slower) PyTorch reference backend.")
         return reference_block_sparse_attention(q, k, v, layout, kv_len, scale)
+    if not q.is_cuda and not _interpreting():
+        raise ValueError(
+            "backend='triton' needs CUDA tensors, or CPU tensors with TRITON_INTERPRET=1 set before Triton is "
+            "imported (tests); use backend='auto' or 'reference' on CPU"
+        )
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"q, k, v must be float16, bfloat16 or float32 for the Triton kernel, got {q.dtype}")
     from .ops import triton_block_sparse_attention  # imported lazily: Triton is optional
 
     return triton_block_sparse_attention(q, k, v, layout, kv_len, scale)
+
+
+def _interpreting() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _triton_usable(q: torch.Tensor) -> bool:

@@ -44,19 +44,20 @@ def interpreting() -> bool:
 
 
 @triton.jit
-def _load_tile(src, ptr_base, stride_n, row0, desc_row0, col0, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr):
-    """[BLOCK, HEAD_DIM] tile of tokens row0.. of one (batch, head)."""
+def _load_tile(src, bh_offset, stride_n, row0, desc_row0, col0, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr):
+    """[BLOCK, HEAD_DIM] tile of tokens row0.. of one (batch, head): through the descriptor, or
+    from the base pointer ``src`` plus the (batch, head) element offset."""
     if USE_TMA:
         return src.load([desc_row0 + row0, col0])
     else:
         rows = (row0 + tl.arange(0, BLOCK)).to(tl.int64)
-        return tl.load(ptr_base + rows[:, None] * stride_n + tl.arange(0, HEAD_DIM)[None, :])
+        return tl.load(src + bh_offset + rows[:, None] * stride_n + tl.arange(0, HEAD_DIM)[None, :])
 
 
 @triton.jit
 def _masked_scores(
     qk, offs_m, start_n, is_partial, kv_end, q_lo, q_hi, k_coord,
-    BLOCK_N: tl.constexpr, HAS_PARTIAL: tl.constexpr, HAS_KV_LEN: tl.constexpr,
+    BLOCK_N: tl.constexpr, HAS_PARTIAL: tl.constexpr,
 ):
     """qk with -inf where the key is beyond kv_len or (partial blocks only) outside the query's box."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -109,16 +110,12 @@ def _block_sparse_fwd(
     offs_m = start_m + tl.arange(0, BLOCK_M)
     b64 = b.to(tl.int64)
     h64 = h.to(tl.int64)
-    q_base = Q + b64 * stride_qb + h64 * stride_qh
-    k_base = K + b64 * stride_kb + h64 * stride_kh
-    v_base = V + b64 * stride_vb + h64 * stride_vh
+    q_off = b64 * stride_qb + h64 * stride_qh
+    k_off = b64 * stride_kb + h64 * stride_kh
+    v_off = b64 * stride_vb + h64 * stride_vh
     desc_row0 = b * seq_len  # row of token 0 of this batch in the [B*N, H*D] descriptor view
     col0 = h * HEAD_DIM
-    if USE_TMA:
-        q_base = Q
-        k_base = K
-        v_base = V
-    q = _load_tile(Q, q_base, stride_qn, start_m, desc_row0, col0, BLOCK_M, HEAD_DIM, USE_TMA)
+    q = _load_tile(Q, q_off, stride_qn, start_m, desc_row0, col0, BLOCK_M, HEAD_DIM, USE_TMA)
 
     kv_end = seq_len
     if HAS_KV_LEN:
@@ -134,15 +131,21 @@ def _block_sparse_fwd(
     for it in tl.range(0, count * SUB, num_stages=NUM_STAGES):
         entry = it // SUB
         start_n = tl.load(idx_row + entry) * LAYOUT_BLOCK + (it % SUB) * BLOCK_N
-        k = _load_tile(K, k_base, stride_kn, start_n, desc_row0, col0, BLOCK_N, HEAD_DIM, USE_TMA)
-        v = _load_tile(V, v_base, stride_vn, start_n, desc_row0, col0, BLOCK_N, HEAD_DIM, USE_TMA)
+        k = _load_tile(K, k_off, stride_kn, start_n, desc_row0, col0, BLOCK_N, HEAD_DIM, USE_TMA)
+        v = _load_tile(V, v_off, stride_vn, start_n, desc_row0, col0, BLOCK_N, HEAD_DIM, USE_TMA)
         qk = tl.dot(q, tl.trans(k))
-        if HAS_PARTIAL or HAS_KV_LEN:
-            is_partial = 0
-            if HAS_PARTIAL:
-                is_partial = tl.load(flag_row + entry).to(tl.int32)
-            if (is_partial != 0) | (start_n + BLOCK_N > kv_end):
-                qk = _masked_scores(qk, offs_m, start_n, is_partial, kv_end, q_lo, q_hi, k_coord, BLOCK_N, HAS_PARTIAL, HAS_KV_LEN)
+        # One scalar test per block; whole blocks inside kv_len skip the mask entirely.
+        if HAS_PARTIAL:
+            is_partial = tl.load(flag_row + entry).to(tl.int32)
+            if HAS_KV_LEN:
+                need_mask = (is_partial != 0) | (start_n + BLOCK_N > kv_end)
+            else:
+                need_mask = is_partial != 0
+            if need_mask:
+                qk = _masked_scores(qk, offs_m, start_n, is_partial, kv_end, q_lo, q_hi, k_coord, BLOCK_N, True)
+        elif HAS_KV_LEN:
+            if start_n + BLOCK_N > kv_end:
+                qk = _masked_scores(qk, offs_m, start_n, 0, kv_end, q_lo, q_hi, k_coord, BLOCK_N, False)
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         p = tl.math.exp2(qk * qk_scale - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
@@ -301,6 +304,9 @@ def block_sparse_attention_fwd(
     if N % block_size:
         raise ValueError(f"sequence length {N} must be a multiple of block_size={block_size}")
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord = (
+        x.contiguous() for x in (kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord)
+    )
     out = torch.empty((B, N, H, D), dtype=q.dtype, device=q.device)
     if B * N * H == 0:
         return out

@@ -1,0 +1,224 @@
+"""The Triton block-sparse kernel against the reference backend.
+
+On a machine without a GPU the kernel runs in Triton's interpreter (TRITON_INTERPRET=1, which
+Triton reads when a kernel is defined, so it is set before ditaccel's kernels are imported), at
+tiny sizes and in float32/float16 only: the interpreter's bfloat16 dot products are wrong.
+On a GPU the same tests run compiled, bfloat16 included.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+
+triton = pytest.importorskip("triton", reason="Triton is not installed (pip install triton)")
+
+from ditaccel.kernels import block_sparse_triton as bst  # noqa: E402
+from ditaccel.kernels.attention import block_sparse_attention  # noqa: E402
+from ditaccel.kernels.layout import BlockLayout, layout_from_block_mask, pack_block_mask, with_text  # noqa: E402
+from ditaccel.kernels.reference import reference_block_sparse_attention  # noqa: E402
+from ditaccel.kernels.tiling import build_tiling  # noqa: E402
+from ditaccel.plugins.neighborhood import Neighborhood  # noqa: E402
+from ditaccel.plugins.radial import Radial  # noqa: E402
+
+DEVICE = "cuda" if CUDA else "cpu"
+# If another module imported the kernels before this file could switch the interpreter on, they
+# were compiled for a GPU that is not there: run this file again in a fresh interpreter process.
+IN_PROCESS = CUDA or type(bst._block_sparse_fwd).__name__ == "InterpretedFunction"
+needs_process = pytest.mark.skipif(not IN_PROCESS, reason="kernels were imported without TRITON_INTERPRET; covered by test_in_fresh_process")
+
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if CUDA else [])
+TOL = {torch.float32: 2e-5 if not CUDA else 5e-3, torch.float16: 3e-3, torch.bfloat16: 1e-2}
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-12))
+
+
+def check(layout: BlockLayout, B: int, H: int, D: int, dtype: torch.dtype, kv_len=None, seed: int = 0, **launch):
+    gen = torch.Generator().manual_seed(seed)
+    N = layout.seq_len
+    q, k, v = (torch.randn(B, N, H, D, generator=gen).to(DEVICE, dtype) for _ in range(3))
+    lay = layout.to(DEVICE)
+    if launch:
+        out = bst.block_sparse_attention_fwd(
+            q, k, v, lay.kv_counts, lay.kv_indices, lay.kv_partial, lay.q_lo, lay.q_hi, lay.k_coord,
+            None if kv_len is None else kv_len.to(DEVICE), None, lay.block_size, **launch,
+        )
+    else:
+        out = block_sparse_attention(q, k, v, lay, kv_len, backend="triton")
+    ref = reference_block_sparse_attention(q.double(), k.double(), v.double(), lay, kv_len)
+    assert out.shape == q.shape and out.dtype == dtype
+    assert torch.isfinite(out).all()
+    err = rel_err(out, ref)
+    assert err < TOL[dtype], f"relative L2 error {err:.2e} >= {TOL[dtype]:.0e}"
+    return out, ref
+
+
+def stacked(*layouts: BlockLayout) -> BlockLayout:
+    """One layout with a LUT row group per input layout (G = len(layouts)); same tiling."""
+    base = layouts[0]
+    masks = torch.cat([lay.dense_block_mask() for lay in layouts])
+    parts = []
+    for lay in layouts:
+        p = torch.zeros_like(lay.dense_block_mask())
+        idx = lay.kv_indices.long()
+        p.scatter_(2, idx.clamp_min(0), (lay.kv_partial > 0) & (idx >= 0))
+        parts.append(p)
+    counts, indices, flags = pack_block_mask(masks, torch.cat(parts))
+    return BlockLayout(base.block_size, base.seq_len, counts, indices, flags, base.q_lo, base.q_hi, base.k_coord, base.tiling,
+                       base.num_text_blocks)
+
+
+@needs_process
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_radial_raster(dtype):
+    layout = Radial(decay=0.5, block_size=64, sink=True).build_layout((6, 8, 12))
+    assert 0 < layout.block_density() < 1
+    check(layout, B=1, H=2, D=64, dtype=dtype)
+
+
+@needs_process
+def test_radial_tiled_ragged_grid_has_padding_blocks():
+    # 9 x 13 frames do not divide into 64-token tiles: padding keys sit in partial blocks.
+    layout = Radial(decay=0.5, block_size=64, spatial="tiled", sink=False).build_layout((5, 9, 13))
+    assert layout.has_partial
+    check(layout, B=1, H=1, D=64, dtype=torch.float32)
+
+
+@needs_process
+@pytest.mark.parametrize(
+    "method",
+    [
+        Neighborhood(window=(3, 5, 5), block_size=64),  # stride 1: partial blocks everywhere
+        Neighborhood(window=(2, 3, 3), dilation=(1, 2, 2), block_size=64),
+        Neighborhood(window=(2, 5, 5), causal=(True, False, False), block_size=64),
+        Neighborhood(window=(2, 4, 4), stride=(2, 4, 4), tile=(1, 8, 8), block_size=64),  # whole blocks
+    ],
+    ids=["stride1", "dilation", "causal", "blocked"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_neighborhood(method, dtype):
+    layout = method.build_layout((4, 7, 9))
+    check(layout, B=1, H=2, D=64, dtype=dtype)
+
+
+@needs_process
+def test_neighborhood_ragged_128_blocks_head_dim_128():
+    layout = Neighborhood(window=(2, 5, 5), block_size=128).build_layout((3, 9, 11))
+    assert layout.has_partial and layout.block_size == 128
+    check(layout, B=1, H=1, D=128, dtype=torch.float16)
+
+
+@needs_process
+@pytest.mark.parametrize("D", [64, 128])
+def test_text_tokens_with_padding(D):
+    video = Neighborhood(window=(2, 3, 5), block_size=64).build_layout((2, 6, 10))
+    text_len = 70  # two text blocks, the second partly padding
+    layout = with_text(video, text_len)
+    kv_len = torch.tensor([video.seq_len + text_len, video.seq_len + 13], dtype=torch.int32)
+    check(layout, B=2, H=1, D=D, dtype=torch.float32, kv_len=kv_len)
+
+
+@needs_process
+def test_padded_text_keys_do_not_matter():
+    video = Radial(decay=1.0, block_size=64, sink=False).build_layout((3, 4, 10))
+    layout = with_text(video, 50)
+    N, kvl = layout.seq_len, video.seq_len + 20
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, N, 1, 64, generator=gen).to(DEVICE) for _ in range(3))
+    kv_len = torch.tensor([kvl])
+    a = block_sparse_attention(q, k, v, layout, kv_len, backend="triton")
+    k[:, kvl:] = 1e3  # would dominate the softmax if it leaked in
+    v[:, kvl:] = 1e4
+    b = block_sparse_attention(q, k, v, layout, kv_len, backend="triton")
+    assert torch.equal(a, b)
+
+
+@needs_process
+def test_per_head_lut_groups():
+    grid = (4, 8, 8)
+    a = Radial(decay=0.3, block_size=64, sink=False).build_layout(grid)
+    b = Radial(decay=2.0, block_size=64, sink=True).build_layout(grid)
+    layout = stacked(a, b)
+    assert layout.kv_counts.shape[0] == 2
+    check(layout, B=1, H=2, D=64, dtype=torch.float32)
+    # G = B * H: the program of (batch b, head h) uses row b * H + h.
+    check(stacked(a, b, b, a), B=2, H=2, D=64, dtype=torch.float16)
+
+
+@needs_process
+def test_empty_rows_and_sub_block_tiles():
+    tiling = build_tiling((1, 16, 32), None, 64)
+    nb = tiling.num_blocks
+    mask = torch.rand(nb, nb, generator=torch.Generator().manual_seed(1)) < 0.4
+    mask[0] = False  # a query block with no key block: output 0
+    mask[1] = True
+    layout = layout_from_block_mask(mask, tiling)
+    out, _ = check(layout, B=1, H=1, D=64, dtype=torch.float32)
+    assert out[:, :64].abs().max() == 0
+    # Kernel tiles smaller than the layout's blocks: 2 x 32-row query tiles, 2 key sub-tiles.
+    check(layout, B=1, H=1, D=64, dtype=torch.float32, config={"BLOCK_M": 32, "BLOCK_N": 32})
+
+
+@needs_process
+@pytest.mark.parametrize("use_tma", [True, False], ids=["descriptors", "pointers"])
+def test_load_paths_and_strided_inputs(use_tma):
+    layout = Neighborhood(window=(2, 3, 5), block_size=64).build_layout((2, 6, 10))
+    N, H, D = layout.seq_len, 2, 64
+    gen = torch.Generator().manual_seed(5)
+    qkv = torch.randn(1, N, 3, H, D, generator=gen).to(DEVICE, torch.float16)  # a fused projection
+    q, k, v = qkv.unbind(2)  # strided views
+    lay = layout.to(DEVICE)
+    out = bst.block_sparse_attention_fwd(q, k, v, lay.kv_counts, lay.kv_indices, lay.kv_partial, lay.q_lo, lay.q_hi,
+                                         lay.k_coord, None, None, 64, use_tma=use_tma)
+    ref = reference_block_sparse_attention(q.double(), k.double(), v.double(), lay)
+    assert rel_err(out, ref) < TOL[torch.float16]
+
+
+@needs_process
+def test_unsupported_head_dim_is_padded_and_scale_kept():
+    layout = Radial(decay=1.0, block_size=64, sink=False).build_layout((2, 8, 8))
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(1, layout.seq_len, 1, 40, generator=gen).to(DEVICE) for _ in range(3))
+    out = block_sparse_attention(q, k, v, layout, backend="triton", scale=0.3)
+    ref = reference_block_sparse_attention(q.double(), k.double(), v.double(), layout, scale=0.3)
+    assert out.shape == q.shape and rel_err(out, ref) < TOL[torch.float32]
+
+
+@needs_process
+def test_custom_op_compiles_without_graph_break():
+    from ditaccel.kernels.ops import block_sparse_attention_op
+
+    layout = Radial(decay=1.0, block_size=64, sink=False).build_layout((2, 8, 8)).to(DEVICE)
+    gen = torch.Generator().manual_seed(9)
+    q, k, v = (torch.randn(1, layout.seq_len, 1, 64, generator=gen).to(DEVICE) for _ in range(3))
+    kv_len = torch.tensor([layout.seq_len - 5], dtype=torch.int32, device=DEVICE)
+    args = (q, k, v, layout.kv_counts, layout.kv_indices, layout.kv_partial, layout.q_lo, layout.q_hi, layout.k_coord,
+            kv_len, 0.125, 64, False)
+    torch.library.opcheck(block_sparse_attention_op, args, test_utils=("test_schema", "test_faketensor"))
+
+    def f(q, k, v):
+        return block_sparse_attention(q * 1.0, k, v, layout, kv_len, backend="triton") + 1.0
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")  # fullgraph: a graph break raises
+    assert torch.allclose(compiled(q, k, v), f(q, k, v), atol=1e-6)
+
+
+def test_in_fresh_process():
+    """Runs this file in a fresh interpreter process when this one cannot (see IN_PROCESS)."""
+    if IN_PROCESS:
+        return
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", __file__], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
