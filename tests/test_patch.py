@@ -1,0 +1,149 @@
+"""patch(): every patched attention call equals SDPA under the method's token mask; unpatch
+restores exactly, also after an exception; steps and layers follow the schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ditaccel
+from ditaccel.patching import PatchState
+
+from reference_masks import joint_mask, neighborhood_mask, radial_mask
+from tiny_pipelines import BUILDERS
+
+FAMILIES = sorted(BUILDERS)
+GRIDS = {"flux": (1, 20, 22)}  # image model: one frame
+DEFAULT_GRID = (6, 8, 12)  # 576 video tokens: not a multiple of 128
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return {}
+
+
+def get_case(cases, family):
+    if family not in cases:
+        cases[family] = BUILDERS[family]()
+    return cases[family]
+
+
+def spy_attend(monkeypatch):
+    calls = []
+    original = PatchState.attend
+
+    def recording(self, layer, q, k, v, **kwargs):
+        out = original(self, layer, q, k, v, **kwargs)
+        calls.append(dict(state=self, layer=layer, q=q, k=k, v=v, out=out, grid=self.context.grid, **kwargs))
+        return out
+
+    monkeypatch.setattr(PatchState, "attend", recording)
+    return calls
+
+
+def expected_video_mask(method, grid):
+    if isinstance(method, ditaccel.Neighborhood):
+        window = method.resolve_window(grid)
+        return neighborhood_mask(grid, window, method.stride, method.dilation, method.causal)
+    return radial_mask(grid, method.decay, method.sink, method.block_size)
+
+
+METHODS = [
+    ditaccel.Radial(decay=0.3, block_size=64),
+    ditaccel.Neighborhood(window=(3, 3, 5), block_size=64),
+    ditaccel.Neighborhood(window=(2, 4, 4), stride=(1, 2, 2), dilation=(1, 1, 2), block_size=64),
+]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method", METHODS, ids=["radial", "neighborhood", "neighborhood-strided-dilated"])
+def test_each_attention_call_matches_token_mask(family, method, cases, monkeypatch):
+    case = get_case(cases, family)
+    transformer = case.pipe.transformer
+    grid = GRIDS.get(family, DEFAULT_GRID)
+    if isinstance(method, ditaccel.Neighborhood) and grid[0] == 1:
+        method = ditaccel.Neighborhood(window=(1,) + method.window[1:], stride=(1,) + method.stride[1:], dilation=(1,) + method.dilation[1:], block_size=64)
+    inputs = case.transformer_inputs(grid)
+    calls = spy_attend(monkeypatch)
+    with ditaccel.patch(transformer, method, schedule=ditaccel.Schedule()), torch.no_grad():
+        transformer(**inputs)
+    assert calls, "no attention call went through the sparse path"
+    assert {c["layer"] for c in calls} == {layer.index for layer in calls[0]["state"].layers}
+    expected_counts = None
+    if "encoder_attention_mask" in inputs:
+        expected_counts = sorted(inputs["encoder_attention_mask"].bool().sum(1).tolist())
+    for call in calls:
+        q, k, v = call["q"], call["k"], call["v"]
+        assert call["grid"] == grid
+        B, S = q.shape[:2]
+        text_len = call.get("text_len", 0)
+        text_mask = call.get("text_mask")
+        if expected_counts is not None and text_len:
+            counts = text_mask.sum(1).tolist() if text_mask is not None else [text_len] * B
+            assert all(c in expected_counts for c in counts), (counts, expected_counts)
+        position = call["state"].adapter.text_position
+        mask = joint_mask(expected_video_mask(call["state"].method, grid), text_len, position, text_mask, B)
+        scale = call.get("scale")
+        ref = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask[:, None], scale=scale)
+        torch.testing.assert_close(call["out"], ref.transpose(1, 2), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_unpatch_is_bit_identical_even_after_an_exception(family, cases):
+    case = get_case(cases, family)
+    baseline = case.generate()
+    ditaccel.patch(case.pipe, ditaccel.Neighborhood(window=(2, 3, 3), block_size=64), schedule=ditaccel.Schedule())
+    calls = {"n": 0}
+
+    def explode(module, args, kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("boom inside a patched generation")
+
+    hook = case.pipe.transformer.register_forward_pre_hook(explode, with_kwargs=True)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            case.generate()
+    finally:
+        hook.remove()
+    ditaccel.unpatch(case.pipe)
+    assert not ditaccel.is_patched(case.pipe)
+    assert torch.equal(case.generate(), baseline)
+
+
+def test_schedule_keeps_first_steps_and_layers_dense(cases):
+    case = get_case(cases, "wan")
+    steps = case.call_kwargs["num_inference_steps"]
+    with ditaccel.patch(case.pipe, ditaccel.Radial(block_size=64), schedule=ditaccel.Schedule(dense_steps=1, dense_layers=1)) as handle:
+        case.generate()
+        rows = handle.summary().rows
+    assert rows[0]["method"] == "dense" and rows[0]["sparse_steps"] == []
+    assert rows[1]["dense_steps"] == [0] and rows[1]["sparse_steps"] == list(range(1, steps))
+    assert 0 < rows[1]["block_density"] <= 1
+
+
+def test_fractional_schedule_counts_steps_of_this_generation(cases):
+    case = get_case(cases, "wan")
+    with ditaccel.patch(case.pipe, "radial", schedule=ditaccel.Schedule(dense_steps=0.5, dense_last_steps=1, dense_layers=0)) as handle:
+        case.pipe(**{**case.call_kwargs, "num_inference_steps": 6}, generator=torch.Generator().manual_seed(0))
+        row = handle.summary().rows[1]
+    assert row["dense_steps"] == [0, 1, 2, 5]
+    assert row["sparse_steps"] == [3, 4]
+
+
+def test_patch_twice_is_refused_and_unpatch_without_patch_is_an_error(cases):
+    case = get_case(cases, "wan")
+    with ditaccel.patch(case.pipe, "radial"):
+        with pytest.raises(ValueError, match="already patched"):
+            ditaccel.patch(case.pipe, "neighborhood")
+    with pytest.raises(ValueError, match="not patched"):
+        ditaccel.unpatch(case.pipe)
+
+
+def test_summary_prints_a_table(cases):
+    case = get_case(cases, "wan")
+    with ditaccel.patch(case.pipe, "radial") as handle:
+        case.generate()
+        text = str(handle.summary())
+    assert "blocks.1.attn1" in text and "radial" in text and "density" in text
