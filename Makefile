@@ -1,0 +1,16 @@
+# The two commands of the README. CI runs `make test` (see .ci/run).
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+
+.PHONY: setup quickstart test
+
+# torch first: an existing install (e.g. a CUDA build) is kept; otherwise pin a release.
+setup:
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[dev]"
+
+quickstart: setup
+	HF_HUB_OFFLINE=1 $(PYTHON) examples/quickstart.py
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q tests
