@@ -131,12 +131,30 @@ def layout_from_block_mask(block_mask: torch.Tensor, tiling: TokenTiling) -> Blo
     return BlockLayout(tiling.block_size, tiling.canon_len, counts, indices, flags, lo, hi, tiling.coords.clone(), tiling)
 
 
-def layout_from_boxes(q_lo: torch.Tensor, q_hi: torch.Tensor, tiling: TokenTiling, chunk: int = 64) -> BlockLayout:
+def layout_from_boxes(
+    q_lo: torch.Tensor,
+    q_hi: torch.Tensor,
+    tiling: TokenTiling,
+    chunk: int = 64,
+    device: torch.device | str | None = None,
+    separable: bool = False,
+) -> BlockLayout:
     """The exact layout of a box mask: a block pair is computed when any (query, key) pair in it
-    passes the box test, and is whole (no in-kernel mask) when every pair passes."""
+    passes the box test, and is whole (no in-kernel mask) when every pair passes.
+
+    ``separable=True`` promises that each query's box edge in a dimension depends only on the
+    query's coordinate in that dimension, monotonically, with no gaps between the boxes of
+    neighbouring queries (true of neighbourhood windows with stride <= window). A tile's real
+    tokens are a product of per-dimension ranges, so a block pair is then non-empty exactly when
+    every dimension overlaps: the per-dimension test is exact and the token check is skipped.
+
+    ``device``: where to run the exact check of candidate block pairs (a GPU does the 100k-token
+    stride-1 neighbourhoods in seconds; the CPU takes minutes). The layout comes back on the CPU."""
     bs = tiling.block_size
-    kc = tiling.coords.long()
-    lo, hi = q_lo.long(), q_hi.long()
+    if device is not None and torch.device(device).type != "cpu":
+        chunk = max(chunk, 1024)
+    kc = tiling.coords.long().to(device)
+    lo, hi = q_lo.long().to(device), q_hi.long().to(device)
     nb = tiling.num_blocks
     pad_key = (kc[:, 0] == PAD_COORD).view(nb, bs)
     # Per block: the smallest box holding all query boxes' lower edges etc. A block pair is whole
@@ -155,8 +173,12 @@ def layout_from_boxes(q_lo: torch.Tensor, q_hi: torch.Tensor, tiling: TokenTilin
     hi_max = hi.view(nb, bs, 4).amax(1)
     cand = ((lo_min[:, None, :] <= kmax[None]) & (kmin[None] <= hi_max[:, None, :])).all(-1)
     cand &= ~pad_key.all(-1)[None, :]
-    block_mask = whole.clone()
-    check = cand & ~whole
+    if separable:
+        check = torch.zeros_like(cand)
+        block_mask = cand.clone()
+    else:
+        check = cand & ~whole
+        block_mask = whole.clone()
     qi, ki = check.nonzero(as_tuple=True)
     for s in range(0, qi.numel(), chunk):
         q_b, k_b = qi[s : s + chunk], ki[s : s + chunk]
@@ -165,9 +187,9 @@ def layout_from_boxes(q_lo: torch.Tensor, q_hi: torch.Tensor, tiling: TokenTilin
         kk = kb[k_b][:, None, :, :]  # [c, 1, bs, 4]
         ok = ((ql <= kk) & (kk <= qh)).all(-1) & ~pad_key[k_b][:, None, :]
         block_mask[q_b, k_b] = ok.flatten(1).any(-1)
-    partial = block_mask & ~whole
-    counts, indices, flags = pack_block_mask(block_mask, partial)
-    return BlockLayout(bs, tiling.canon_len, counts, indices, flags, q_lo.int(), q_hi.int(), tiling.coords.clone(), tiling)
+    partial = (block_mask & ~whole).cpu()
+    counts, indices, flags = pack_block_mask(block_mask.cpu(), partial)
+    return BlockLayout(bs, tiling.canon_len, counts, indices, flags, q_lo.int().cpu(), q_hi.int().cpu(), tiling.coords.clone(), tiling)
 
 
 def with_text(layout: BlockLayout, text_len: int) -> BlockLayout:

@@ -97,7 +97,8 @@ class Neighborhood:
         window = self.resolve_window(grid)
         tiling = build_tiling(grid, self.choose_tile(grid), self.block_size, self.dilation)
         q_lo, q_hi = neighborhood_boxes(tiling, window, self.stride, self.causal)
-        return layout_from_boxes(q_lo, q_hi, tiling)
+        # Windows slide monotonically with stride <= window: the per-dimension block test is exact.
+        return layout_from_boxes(q_lo, q_hi, tiling, device=device, separable=True)
 
 
 def window_bounds(x: torch.Tensor, length: torch.Tensor, window: int, stride: int, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,12 +113,13 @@ def window_bounds(x: torch.Tensor, length: torch.Tensor, window: int, stride: in
 
 
 def neighborhood_boxes(tiling: TokenTiling, window: Triple, stride: Triple, causal: tuple[bool, bool, bool]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per canonical token, the inclusive box of keys it attends (padding queries: everything)."""
+    """Per canonical token, the inclusive box of keys it attends. Padding queries get an empty
+    box: their output is discarded, and a full box would make every edge tile attend everything."""
     c = tiling.coords.long()
     real = c[:, 0] != PAD_COORD
     shapes = torch.tensor(tiling.group_shapes, dtype=torch.long)  # [groups, 3]
-    lo = torch.zeros(c.shape[0], 4, dtype=torch.long)
-    hi = torch.full((c.shape[0], 4), BOX_MAX, dtype=torch.long)
+    lo = torch.full((c.shape[0], 4), BOX_MAX, dtype=torch.long)
+    hi = torch.full((c.shape[0], 4), PAD_COORD, dtype=torch.long)
     g = c[real, 0]
     lo[real, 0] = g
     hi[real, 0] = g
