@@ -64,3 +64,13 @@ def reject_context_parallel(processor) -> None:
             "ditaccel sparse attention does not support diffusers context parallelism yet; "
             "disable parallelism or unpatch"
         )
+
+
+def require_processor(original, layer: AttentionLayer, *expected: type) -> None:
+    """Refuse to swap out a processor the adapter does not know (an IP-adapter's, a third
+    party's): its sparse twin would silently drop whatever that processor adds."""
+    if type(original) not in expected:
+        raise NotImplementedError(
+            f"{layer.name} runs {type(original).__name__}, which ditaccel cannot make sparse (expected "
+            f"{' or '.join(cls.__name__ for cls in expected)}); restore the default processor or leave this model unpatched"
+        )

@@ -1,0 +1,239 @@
+"""Model adapters on tiny offline pipelines, one per family: exactness with a full window, every
+method end to end, bit-identical unpatch, and the errors a user can hit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ditaccel
+from ditaccel.patching import PatchState
+from tiny_pipelines import BUILDERS
+
+FAMILIES = sorted(BUILDERS)
+FULL_WINDOW = ditaccel.Neighborhood(window=1.0, block_size=64)  # every key: must equal dense attention
+ALL_SPARSE = ditaccel.Schedule()  # no dense steps, no dense layers
+TOLERANCE = 1e-5  # fp32, abs max on decoded frames / images
+
+_cases: dict = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The tiny models are dominated by per-op overhead; a second thread only adds contention.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def case_and_baseline(family: str):
+    """The tiny pipeline of ``family`` and its never-patched output, built once per session."""
+    if family not in _cases:
+        case = BUILDERS[family]()
+        _cases[family] = (case, case.generate())
+    return _cases[family]
+
+
+@pytest.fixture
+def attend_calls(monkeypatch):
+    """Records (layer, q shape, text_len, text_mask) of every sparse attention call."""
+    calls = []
+    attend = PatchState.attend
+
+    def spy(self, layer, q, k, v, *, text_len=0, text_mask=None, scale=None):
+        calls.append((layer, tuple(q.shape), text_len, None if text_mask is None else text_mask.clone()))
+        return attend(self, layer, q, k, v, text_len=text_len, text_mask=text_mask, scale=scale)
+
+    monkeypatch.setattr(PatchState, "attend", spy)
+    return calls
+
+
+def count_forwards(transformer) -> tuple[list, object]:
+    calls = []
+    handle = transformer.register_forward_pre_hook(lambda module, args: calls.append(1))
+    return calls, handle
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_full_window_equals_dense_and_unpatch_is_exact(family, attend_calls):
+    case, baseline = case_and_baseline(family)
+    transformer = case.pipe.transformer
+    handle = ditaccel.patch(case.pipe, FULL_WINDOW, schedule=ALL_SPARSE)
+    state = handle.states[0]
+    originals = {layer.index: layer.module.processor for layer in state.layers}
+    forwards, hook = count_forwards(transformer)
+    try:
+        out = case.generate()
+        # The sparse processors ran: every layer, on every transformer call, never falling back.
+        layers = [layer.index for layer in state.layers]
+        assert sorted({call[0] for call in attend_calls}) == layers
+        for index in layers:
+            assert sum(call[0] == index for call in attend_calls) == len(forwards)
+        assert all(type(layer.module.processor) is type(state.sparse[layer.index]) for layer in state.layers)
+        steps = case.call_kwargs["num_inference_steps"]
+        rows = ditaccel.summary(case.pipe).rows
+        assert all(row["sparse_steps"] == list(range(steps)) and row["dense_steps"] == [] for row in rows)
+    finally:
+        hook.remove()
+        ditaccel.unpatch(case.pipe)
+    assert out.shape == baseline.shape
+    assert (out - baseline).abs().max().item() <= TOLERANCE
+    assert all(layer.module.processor is originals[layer.index] for layer in state.layers)
+    assert not ditaccel.is_patched(case.pipe)
+    assert torch.equal(case.generate(), baseline)
+
+
+def _methods(family: str):
+    image = family == "flux"  # one latent frame: a temporal window of 2 does not fit
+    return [
+        "radial",
+        "neighborhood",
+        ditaccel.Radial(block_size=64),
+        ditaccel.Neighborhood(window=(1 if image else 2, 3, 3), block_size=64),
+    ]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method", range(4), ids=["radial", "neighborhood", "Radial64", "Neighborhood64"])
+def test_methods_run_end_to_end(family, method, attend_calls):
+    case, baseline = case_and_baseline(family)
+    config = _methods(family)[method]
+    with ditaccel.patch(case.pipe, config):
+        out = case.generate()
+        rows = ditaccel.summary(case.pipe).rows
+    assert not ditaccel.is_patched(case.pipe)
+    assert out.shape == baseline.shape and torch.isfinite(out).all()
+    assert attend_calls and any(row["sparse_steps"] for row in rows)
+    if isinstance(config, ditaccel.Neighborhood):  # a 3x3 spatial window leaves out blocks on every grid here
+        assert rows[-1]["block_density"] < 1.0
+
+
+# What each family hands to attend(): (text position, text length, which samples are padded).
+TEXT = {
+    "wan": ("none", 0),
+    "ltx": ("none", 0),
+    "hunyuan_video": ("last", 16),
+    "mochi": ("last", 16),
+    "cogvideox": ("first", 16),
+    "flux": ("first", 16),
+}
+# A grid other than the pipeline's, per family, for direct transformer calls (batch 2, padded text).
+GRIDS = {
+    "wan": (3, 6, 11),
+    "hunyuan_video": (3, 5, 11),
+    "cogvideox": (3, 5, 11),
+    "ltx": (3, 5, 11),
+    "mochi": (3, 5, 11),
+    "flux": (1, 13, 15),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_direct_call_with_padded_text_equals_dense(family, attend_calls):
+    case, _ = case_and_baseline(family)
+    transformer = case.pipe.transformer
+    inputs = case.transformer_inputs(GRIDS[family])
+    with torch.no_grad():
+        dense = transformer(**inputs)[0]
+        with ditaccel.patch(transformer, FULL_WINDOW, schedule=ALL_SPARSE):
+            sparse = transformer(**inputs)[0]
+        assert torch.equal(transformer(**inputs)[0], dense)
+    assert (sparse - dense).abs().max().item() <= TOLERANCE
+    position, text_len = TEXT[family]
+    assert ditaccel.pipelines.adapter_for(transformer).text_position == position
+    n_video = GRIDS[family][0] * GRIDS[family][1] * GRIDS[family][2]
+    for _, shape, got_len, text_mask in attend_calls:
+        assert got_len == text_len and shape[1] == n_video + text_len
+    masks = [call[3] for call in attend_calls]
+    if family in ("hunyuan_video", "mochi"):
+        # Sample 0 has all 16 text tokens, sample 1 nine: the padding reaches attend() as a mask.
+        assert all(mask is not None and mask.sum(1).tolist() == [16, 9] for mask in masks)
+    else:
+        assert all(mask is None for mask in masks)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_grid_mismatch_raises(family, monkeypatch):
+    case, _ = case_and_baseline(family)
+    transformer = case.pipe.transformer
+    T, H, W = GRIDS[family]
+    inputs = case.transformer_inputs((T, H, W))
+    handle = ditaccel.patch(transformer, FULL_WINDOW, schedule=ALL_SPARSE)
+    try:
+        monkeypatch.setattr(handle.states[0].adapter, "grid", lambda *args: (T, H, W + 1))
+        with pytest.raises(ValueError, match="grid does not match the sequence"), torch.no_grad():
+            transformer(**inputs)
+    finally:
+        ditaccel.unpatch(transformer)
+
+
+def test_flux_reference_image_tokens_are_rejected():
+    # FLUX Kontext appends reference-image tokens (ids[:, 0] = 1): they are not on the image grid.
+    case, _ = case_and_baseline("flux")
+    inputs = case.transformer_inputs((1, 6, 8))
+    reference = inputs["img_ids"].clone()
+    reference[:, 0] = 1
+    inputs["img_ids"] = torch.cat([inputs["img_ids"], reference])
+    inputs["hidden_states"] = torch.cat([inputs["hidden_states"]] * 2, dim=1)
+    with ditaccel.patch(case.pipe.transformer, FULL_WINDOW, schedule=ALL_SPARSE):
+        with pytest.raises(ValueError, match="grid does not match the sequence"), torch.no_grad():
+            case.pipe.transformer(**inputs)
+
+
+def test_ltx_without_grid_arguments_is_rejected():
+    case, _ = case_and_baseline("ltx")
+    inputs = case.transformer_inputs((2, 4, 4))
+    for name in ("num_frames", "height", "width"):
+        inputs.pop(name)
+    inputs["video_coords"] = torch.zeros(2, 3, 32)
+    with ditaccel.patch(case.pipe.transformer, FULL_WINDOW, schedule=ALL_SPARSE):
+        with pytest.raises(ValueError, match="num_frames, height and width"), torch.no_grad():
+            case.pipe.transformer(**inputs)
+
+
+def test_flux_steps_follow_the_scaled_timestep():
+    # The pipeline passes t / 1000: the step index must still come out 0, 1, 2 (dense, sparse, sparse).
+    case, _ = case_and_baseline("flux")
+    with ditaccel.patch(case.pipe, "radial", schedule=ditaccel.Schedule(dense_steps=1)):
+        case.generate()
+        rows = ditaccel.summary(case.pipe).rows
+    assert all(row["dense_steps"] == [0] and row["sparse_steps"] == [1, 2] for row in rows)
+
+
+def test_unknown_processor_is_refused_and_nothing_changes():
+    case, _ = case_and_baseline("flux")
+    transformer = case.pipe.transformer
+    module = transformer.single_transformer_blocks[0].attn
+    original = module.processor
+
+    class CustomProcessor(type(original)):
+        pass
+
+    module.processor = CustomProcessor()
+    try:
+        with pytest.raises(NotImplementedError, match="CustomProcessor"):
+            ditaccel.patch(case.pipe, "radial")
+        assert not ditaccel.is_patched(case.pipe)
+        assert type(transformer.transformer_blocks[0].attn.processor).__name__ == "FluxAttnProcessor"
+    finally:
+        module.processor = original
+
+
+def test_unsupported_model_raises_type_error_listing_supported_models():
+    class SD3Transformer2DModel(torch.nn.Module):
+        pass
+
+    with pytest.raises(TypeError) as error:
+        ditaccel.patch(SD3Transformer2DModel(), "radial")
+    message = str(error.value)
+    assert "SD3Transformer2DModel" in message
+    for name in (
+        "WanTransformer3DModel",
+        "HunyuanVideoTransformer3DModel",
+        "CogVideoXTransformer3DModel",
+        "LTXVideoTransformer3DModel",
+        "MochiTransformer3DModel",
+        "FluxTransformer2DModel",
+    ):
+        assert name in message
