@@ -31,10 +31,20 @@ from ditaccel.plugins.neighborhood import Neighborhood  # noqa: E402
 from ditaccel.plugins.radial import Radial  # noqa: E402
 
 DEVICE = "cuda" if CUDA else "cpu"
-# If another module imported the kernels before this file could switch the interpreter on, they
-# were compiled for a GPU that is not there: run this file again in a fresh interpreter process.
-IN_PROCESS = CUDA or type(bst._block_sparse_fwd).__name__ == "InterpretedFunction"
-needs_process = pytest.mark.skipif(not IN_PROCESS, reason="kernels were imported without TRITON_INTERPRET; covered by test_in_fresh_process")
+
+def _interpreted() -> bool:
+    """Triton decides at definition time whether a @triton.jit function is interpreted, for its
+    own library functions (tl.sum, tl.max) too, so Triton must be imported after the variable is
+    set (tests/conftest.py sets it on machines without a GPU)."""
+    import triton.language.standard as tls
+
+    return all(type(f).__name__ == "InterpretedFunction" for f in (tls.sum, tls.max, bst._block_sparse_fwd))
+
+
+# If Triton was imported before the interpreter was switched on, run this file again in a fresh
+# process instead (test_in_fresh_process).
+IN_PROCESS = CUDA or _interpreted()
+needs_process = pytest.mark.skipif(not IN_PROCESS, reason="Triton was imported without TRITON_INTERPRET; covered by test_in_fresh_process")
 
 DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if CUDA else [])
 TOL = {torch.float32: 2e-5 if not CUDA else 5e-3, torch.float16: 3e-3, torch.bfloat16: 1e-2}
@@ -222,3 +232,19 @@ def test_in_fresh_process():
     env = dict(os.environ, TRITON_INTERPRET="1")
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", __file__], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+
+
+@needs_process
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_token_gather_round_trip(dtype):
+    from ditaccel.kernels.permute_triton import gather_tokens, gather_tokens_reference, inverse_index
+
+    tiling = build_tiling((3, 7, 9), (1, 4, 4), 16)  # ragged: padding in the canonical order
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(2, tiling.num_tokens, 3, 40, generator=gen).to(DEVICE, dtype)
+    to_canon = inverse_index(tiling.raster_to_canon.to(DEVICE), tiling.canon_len)
+    canon = gather_tokens(x, to_canon)
+    assert torch.equal(canon, tiling.to_canonical(x))
+    assert torch.equal(canon, gather_tokens_reference(x, to_canon))
+    back = gather_tokens(canon, tiling.raster_to_canon.to(DEVICE))
+    assert torch.equal(back, x)

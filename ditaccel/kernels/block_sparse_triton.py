@@ -94,6 +94,7 @@ def _block_sparse_fwd(
     HAS_PARTIAL: tl.constexpr,
     HAS_KV_LEN: tl.constexpr,
     USE_TMA: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr = False,
 ):
     # Query tiles are the fastest grid axis: programs of one head run together and share its
     # K/V in L2.
@@ -128,7 +129,7 @@ def _block_sparse_fwd(
 
     # A key block of the layout is LAYOUT_BLOCK // BLOCK_N kernel iterations.
     SUB: tl.constexpr = LAYOUT_BLOCK // BLOCK_N
-    for it in tl.range(0, count * SUB, num_stages=NUM_STAGES):
+    for it in tl.range(0, count * SUB, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
         entry = it // SUB
         start_n = tl.load(idx_row + entry) * LAYOUT_BLOCK + (it % SUB) * BLOCK_N
         k = _load_tile(K, k_off, stride_kn, start_n, desc_row0, col0, BLOCK_N, HEAD_DIM, USE_TMA)
@@ -213,7 +214,8 @@ def _smem_limit() -> int:
 
 
 def _prune_configs(configs, named_args, **kwargs):
-    lb, d = named_args["LAYOUT_BLOCK"], named_args["HEAD_DIM"]
+    args = {**named_args, **kwargs}  # constexprs arrive as keyword arguments
+    lb, d = args["LAYOUT_BLOCK"], args["HEAD_DIM"]
     limit = _smem_limit()
     keep = [
         c for c in configs
@@ -342,6 +344,7 @@ def block_sparse_attention_fwd(
         _set_descriptor_blocks({"Q": Qa, "K": Ka, "V": Va, "O": Oa, "USE_TMA": True, "HEAD_DIM": D, "BLOCK_M": bm, "BLOCK_N": bn})
     _block_sparse_fwd[(N // bm, B * H)](
         *args, **flags, BLOCK_M=bm, BLOCK_N=bn, NUM_STAGES=cfg["num_stages"],
+        WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out

@@ -1,0 +1,327 @@
+"""Block-sparse attention on a GPU: our Triton kernel against cuDNN dense SDPA and FlexAttention
+with the same block mask, at the shapes of the models we patch (SPEC section 3).
+
+For every (model shape, method) it measures, in one run:
+  - ours_ms: our kernel on the method's layout (canonical, tiled token order);
+  - ours_all_blocks_ms: our kernel with an all-blocks LUT (our dense rate);
+  - cudnn_dense_ms: torch SDPA forced to cuDNN on the unpadded raster tokens (dense baseline);
+  - flex_ms: FlexAttention (torch.compile'd) with BlockMask.from_kv_blocks built from our LUT:
+    whole blocks as "full" blocks, partial ones with a mask_mod doing the same box test;
+  - tiling_ms: the raster -> tiled gathers of q, k, v and the tiled -> raster gather of the
+    output (our Triton gather), and the same with torch's index ops for comparison.
+With --check it first compares the kernel with the reference backend in bf16 at full size.
+
+Usage: python benchmarks/attention.py --out DIR [--cases wan14b_720p,...] [--check] [--sweep]
+Writes DIR/attention_<gpu>.json (a list of records) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import traceback
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from ditaccel.kernels import block_sparse_triton as bst  # noqa: E402
+from ditaccel.kernels.layout import BlockLayout, pack_block_mask, with_text  # noqa: E402
+from ditaccel.kernels.permute_triton import gather_tokens, inverse_index  # noqa: E402
+from ditaccel.kernels.reference import reference_block_sparse_attention  # noqa: E402
+from ditaccel.plugins.neighborhood import Neighborhood  # noqa: E402
+from ditaccel.plugins.radial import Radial  # noqa: E402
+
+# name: heads, head_dim, grid (T', H', W'), text tokens (joint attention, 0 = none), real text
+# tokens (the rest is padding), radial (decay, sink) or None, neighbourhood (window, stride).
+CASES = {
+    "wan14b_720p": dict(heads=40, dim=128, grid=(21, 45, 80), text=0, radial=(0.2, True), nbhd=((12, 24, 24), (8, 8, 8))),
+    "wan14b_480p": dict(heads=40, dim=128, grid=(21, 30, 52), text=0, radial=(0.2, True), nbhd=((12, 16, 24), (8, 8, 8))),
+    "wan1.3b_480p": dict(heads=12, dim=128, grid=(21, 30, 52), text=0, radial=(0.2, True), nbhd=((12, 16, 24), (8, 8, 8))),
+    "hunyuan_720p": dict(heads=24, dim=128, grid=(33, 45, 80), text=256, text_real=200, radial=(0.95, False), nbhd=((18, 24, 24), (16, 8, 8))),
+    # NATTEN's published HunyuanVideo shape (30x48x80 = 115,200 tokens), where its window
+    # (18, 24, 24) / stride (16, 8, 8) is perfectly block-sparse with (2, 8, 8) tiles.
+    "hunyuan_natten": dict(heads=24, dim=128, grid=(30, 48, 80), text=0, radial=None, nbhd=((18, 24, 24), (16, 8, 8))),
+    "cogvideox5b": dict(heads=48, dim=64, grid=(13, 30, 45), text=226, radial=(1.0, False), nbhd=((8, 16, 24), (4, 8, 8))),
+    "flux_1024": dict(heads=24, dim=128, grid=(1, 64, 64), text=512, radial=None, nbhd=((1, 32, 32), (1, 16, 16))),
+}
+
+
+def bench(fn, rep_ms: float = 300.0) -> float:
+    import triton.testing
+
+    return float(triton.testing.do_bench(fn, warmup=50, rep=rep_ms, return_mode="median"))
+
+
+def gpu_name() -> str:
+    name = torch.cuda.get_device_name()
+    for tag in ("H100", "H200", "A100", "B200", "L40S"):
+        if tag in name:
+            return tag.lower()
+    return name.replace(" ", "_").lower()
+
+
+def all_blocks_layout(layout: BlockLayout) -> BlockLayout:
+    M = layout.num_blocks
+    dev = layout.kv_counts.device
+    counts = torch.full((1, M), M, dtype=torch.int32, device=dev)
+    idx = torch.arange(M, dtype=torch.int32, device=dev).expand(1, M, M).contiguous()
+    return BlockLayout(layout.block_size, layout.seq_len, counts, idx, torch.zeros_like(idx, dtype=torch.int8), layout.q_lo,
+                       layout.q_hi, layout.k_coord, layout.tiling, layout.num_text_blocks)
+
+
+_HAS_PARTIAL: dict[int, bool] = {}
+
+
+def run_ours(q, k, v, layout, kv_len, config=None):
+    if id(layout) not in _HAS_PARTIAL:
+        _HAS_PARTIAL[id(layout)] = bool(layout.kv_partial.any())
+    has_partial = _HAS_PARTIAL[id(layout)]
+    return bst.block_sparse_attention_fwd(q, k, v, layout.kv_counts, layout.kv_indices, layout.kv_partial, layout.q_lo,
+                                          layout.q_hi, layout.k_coord, kv_len, None, layout.block_size,
+                                          has_partial=has_partial, config=config)
+
+
+def flex_runner(layout: BlockLayout, video_len: int, kv_end: int | None, H: int):
+    """FlexAttention with our LUT: whole blocks as full blocks, partial ones with the box test."""
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+    M, bs, N = layout.num_blocks, layout.block_size, layout.seq_len
+    on = layout.dense_block_mask()[0]  # [M, M]
+    part = torch.zeros_like(on)
+    idx = layout.kv_indices[0].long()
+    part.scatter_(1, idx.clamp_min(0), (layout.kv_partial[0] > 0) & (idx >= 0))
+    if kv_end is not None and kv_end < N:
+        part[:, kv_end // bs] |= on[:, kv_end // bs]  # the block crossing the key length
+    full = on & ~part
+
+    def packed(mask):
+        counts, indices, _ = pack_block_mask(mask[None])
+        wide = torch.zeros(1, M, M, dtype=torch.int32, device=mask.device)
+        wide[..., : indices.shape[-1]] = indices.clamp_min(0)
+        return counts[None].contiguous(), wide[None].contiguous()
+
+    lo, hi, kc = layout.q_lo, layout.q_hi, layout.k_coord
+    end = N if kv_end is None else kv_end
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        ok = kv_idx < end
+        inside = kv_idx >= video_len  # text keys: no box
+        box = (lo[q_idx, 0] <= kc[kv_idx, 0]) & (kc[kv_idx, 0] <= hi[q_idx, 0])
+        for c in range(1, 4):
+            box = box & (lo[q_idx, c] <= kc[kv_idx, c]) & (kc[kv_idx, c] <= hi[q_idx, c])
+        return ok & (inside | box)
+
+    pc, pi = packed(part)
+    fc, fi = packed(full)
+    has_part = bool(part.any())
+    bm = BlockMask.from_kv_blocks(pc, pi, fc, fi, BLOCK_SIZE=bs, mask_mod=mask_mod if has_part else None, seq_lengths=(N, N))
+    compiled = torch.compile(flex_attention, dynamic=False)
+
+    def run(q, k, v):  # [B, N, H, D] canonical
+        out = compiled(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=bm)
+        return out.transpose(1, 2)
+
+    return run
+
+
+def build_layouts(name: str, cfg: dict, methods: list[str]) -> dict:
+    grid, out = cfg["grid"], {}
+    for m in methods:
+        t0 = time.time()
+        if m == "radial":
+            if cfg["radial"] is None:
+                continue
+            decay, sink = cfg["radial"]
+            lay = Radial(decay=decay, sink=sink).build_layout(grid, device="cuda")
+        elif m == "neighborhood_blocked":
+            w, s = cfg["nbhd"]
+            lay = Neighborhood(window=w, stride=s).build_layout(grid, device="cuda")
+        elif m == "neighborhood_stride1":
+            w, _ = cfg["nbhd"]
+            lay = Neighborhood(window=w, stride=(1, 1, 1)).build_layout(grid, device="cuda")
+        else:
+            raise ValueError(m)
+        if cfg["text"]:
+            lay = with_text(lay, cfg["text"])
+        out[m] = lay.to("cuda")
+        print(f"  layout {m}: {time.time() - t0:.1f}s density {lay.block_density():.3f}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--methods", default="radial,neighborhood_blocked,neighborhood_stride1")
+    ap.add_argument("--check", action="store_true", help="compare with the reference backend first")
+    ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--sweep", default="", help="case:method to time every kernel config on")
+    ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new cases after this many seconds")
+    args = ap.parse_args()
+    t_start = time.time()
+    torch.manual_seed(0)
+    os.makedirs(args.out, exist_ok=True)
+    gpu = gpu_name()
+    import triton
+
+    env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+               date=time.strftime("%Y-%m-%d"), cudnn=torch.backends.cudnn.version())
+    print(env, flush=True)
+    path = os.path.join(args.out, f"attention_{gpu}.json")
+    records: list[dict] = []
+    checks: list[dict] = []
+
+    def save():
+        with open(path, "w") as f:
+            json.dump({"env": env, "records": records, "checks": checks}, f, indent=1)
+
+    for name in args.cases.split(","):
+        if time.time() - t_start > args.budget_s:
+            print(f"budget reached: skipping {name}", flush=True)
+            continue
+        cfg = CASES[name]
+        H, D, grid = cfg["heads"], cfg["dim"], cfg["grid"]
+        n_video = math.prod(grid)
+        print(f"== {name}: {H}x{D}, grid {grid} = {n_video} video tokens, text {cfg['text']}", flush=True)
+        try:
+            layouts = build_layouts(name, cfg, args.methods.split(","))
+        except Exception:
+            traceback.print_exc()
+            continue
+        if not layouts:
+            continue
+        text_len = cfg["text"]
+        text_real = cfg.get("text_real", text_len)
+        n_real = n_video + text_real
+        # Dense baseline on the real (unpadded) tokens.
+        qd, kd, vd = (torch.randn(1, H, n_real, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        def cudnn():
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                return F.scaled_dot_product_attention(qd, kd, vd)
+
+        cudnn_ms = bench(cudnn)
+        dense_flops = 4.0 * n_real * n_real * D * H
+        print(f"  cudnn dense {cudnn_ms:.2f} ms = {dense_flops / cudnn_ms / 1e9:.0f} TFLOP/s", flush=True)
+        del qd, kd, vd
+        ours_all_ms = None
+        for method, lay in layouts.items():
+            N = lay.seq_len
+            video_len = (lay.num_blocks - lay.num_text_blocks) * lay.block_size
+            kv_end = video_len + text_real if text_len else None
+            kv_len = torch.tensor([kv_end], dtype=torch.int32, device="cuda") if kv_end is not None else None
+            q, k, v = (torch.randn(1, N, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+            rec = dict(case=name, method=method, gpu=gpu, tokens=n_real, canonical_tokens=N, heads=H, head_dim=D,
+                       block_size=lay.block_size, grid=list(grid), text_tokens=text_real,
+                       block_density=round(lay.block_density(), 4),
+                       partial_fraction=round(float(lay.kv_partial.sum()) / float(lay.kv_counts.sum()), 4),
+                       tile=list(lay.tiling.tile) if lay.tiling is not None and lay.tiling.tile else None,
+                       cudnn_dense_ms=round(cudnn_ms, 3), cudnn_tflops=round(dense_flops / cudnn_ms / 1e9, 1))
+            if args.check:
+                out = run_ours(q, k, v, lay, kv_len)
+                torch.cuda.synchronize()
+                ref = reference_block_sparse_attention(q.float(), k.float(), v.float(), lay, kv_len)
+                err = float((out.float() - ref).norm() / ref.norm())
+                rec["rel_l2_err"] = err
+                checks.append(dict(case=name, method=method, rel_l2_err=err, finite=bool(torch.isfinite(out).all())))
+                print(f"  check {method}: rel L2 {err:.2e}", flush=True)
+                del ref, out
+            ours_ms = bench(lambda: run_ours(q, k, v, lay, kv_len))
+            if ours_all_ms is None or lay.num_blocks != ours_all_layout.num_blocks:
+                ours_all_layout = all_blocks_layout(lay)
+                ours_all_ms = bench(lambda: run_ours(q, k, v, ours_all_layout, kv_len))
+            computed = float(lay.kv_counts.double().sum()) * lay.block_size**2
+            useful = 4.0 * computed * D * H
+            all_flops = 4.0 * N * N * D * H
+            rec.update(ours_ms=round(ours_ms, 3), useful_tflops=round(useful / ours_ms / 1e9, 1),
+                       ours_all_blocks_ms=round(ours_all_ms, 3), ours_all_blocks_tflops=round(all_flops / ours_all_ms / 1e9, 1),
+                       speedup_vs_cudnn=round(cudnn_ms / ours_ms, 2),
+                       useful_vs_cudnn_rate=round((useful / ours_ms) / (dense_flops / cudnn_ms), 3))
+            best = getattr(bst._block_sparse_fwd_tuned, "best_config", None)
+            rec["config"] = str(best) if best is not None else None
+            # Token tiling: 3 gathers in (q, k, v), 1 out, raster <-> canonical.
+            if lay.tiling is not None and not lay.tiling.is_identity:
+                t = lay.tiling
+                r2c = t.raster_to_canon.to("cuda")
+                c2r = inverse_index(r2c, t.canon_len)
+                xr = torch.randn(1, t.num_tokens, H, D, device="cuda", dtype=torch.bfloat16)
+                xc = torch.randn(1, t.canon_len, H, D, device="cuda", dtype=torch.bfloat16)
+
+                def tri_tiling():
+                    for _ in range(3):
+                        gather_tokens(xr, c2r)
+                    gather_tokens(xc, r2c)
+
+                def torch_tiling():
+                    for _ in range(3):
+                        xr.new_zeros(xc.shape).index_copy_(1, r2c, xr)
+                    xc.index_select(1, r2c)
+
+                rec["tiling_ms"] = round(bench(tri_tiling, 100), 3)
+                rec["tiling_torch_ms"] = round(bench(torch_tiling, 100), 3)
+                rec["tiling_share"] = round(rec["tiling_ms"] / ours_ms, 4)
+                assert torch.equal(gather_tokens(xr, c2r), xr.new_zeros(xc.shape).index_copy_(1, r2c, xr))
+                del xr, xc
+            if not args.no_flex:
+                try:
+                    flex = flex_runner(lay, video_len, kv_end, H)
+                    if args.check:
+                        fo = flex(q, k, v)
+                        oo = run_ours(q, k, v, lay, kv_len)
+                        rec["flex_vs_ours_rel_l2"] = float((fo.float() - oo.float()).norm() / oo.float().norm())
+                        del fo, oo
+                    flex_ms = bench(lambda: flex(q, k, v))
+                    rec.update(flex_ms=round(flex_ms, 3), flex_useful_tflops=round(useful / flex_ms / 1e9, 1),
+                               speedup_vs_flex=round(flex_ms / ours_ms, 3))
+                except Exception as e:  # keep going: the record says why
+                    traceback.print_exc()
+                    rec["flex_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            records.append(rec)
+            save()
+            print("  " + json.dumps({k: rec.get(k) for k in ("method", "block_density", "partial_fraction", "ours_ms", "useful_tflops",
+                                                           "ours_all_blocks_tflops", "cudnn_dense_ms", "flex_ms", "speedup_vs_cudnn",
+                                                           "speedup_vs_flex", "tiling_share", "rel_l2_err")}), flush=True)
+            if args.sweep == f"{name}:{method}":
+                sweep(q, k, v, lay, kv_len, rec, records, save)
+            del q, k, v
+            torch.cuda.empty_cache()
+    save()
+    print(f"wrote {path} ({time.time() - t_start:.0f}s)")
+
+
+SWEEP_CONFIGS = [
+    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3),
+    dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2),
+    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
+    dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=4),
+    dict(BLOCK_M=128, BLOCK_N=128, num_warps=4, num_stages=3),
+    dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3),
+    dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3, WARP_SPECIALIZE=True),
+    dict(BLOCK_M=128, BLOCK_N=128, num_warps=4, num_stages=2, WARP_SPECIALIZE=True),
+]
+
+
+def sweep(q, k, v, lay, kv_len, rec, records, save):
+    computed = float(lay.kv_counts.double().sum()) * lay.block_size**2
+    useful = 4.0 * computed * q.shape[-1] * q.shape[2]
+    rows = []
+    for cfg in SWEEP_CONFIGS:
+        try:
+            ms = bench(lambda: run_ours(q, k, v, lay, kv_len, config=cfg))
+            rows.append(dict(config=cfg, ms=round(ms, 3), useful_tflops=round(useful / ms / 1e9, 1)))
+        except Exception as e:
+            rows.append(dict(config=cfg, error=f"{type(e).__name__}: {str(e)[:200]}"))
+        print("   sweep", rows[-1], flush=True)
+    rec["sweep"] = rows
+    save()
+
+
+if __name__ == "__main__":
+    main()
