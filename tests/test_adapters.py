@@ -237,3 +237,88 @@ def test_unsupported_model_raises_type_error_listing_supported_models():
         "FluxTransformer2DModel",
     ):
         assert name in message
+
+
+def _cogvideox_15():
+    from diffusers import CogVideoXTransformer3DModel
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
+    # 1.5: p_t = 2 packs two latent frames per token; RoPE tables the way the pipeline builds them.
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=2, text_embed_dim=32,
+        num_layers=2, sample_width=28, sample_height=20, patch_size=2, patch_size_t=2, max_text_seq_length=16,
+        use_rotary_positional_embeddings=True,
+    )
+    T, H, W = 3, 5, 7
+    rotary = get_3d_rotary_pos_embed(embed_dim=16, crops_coords=None, grid_size=(H, W), temporal_size=T, grid_type="slice", max_size=(10, 14))
+    inputs = dict(hidden_states=torch.randn(2, 2 * T, 4, 2 * H, 2 * W), encoder_hidden_states=torch.randn(2, 16, 32),
+                  timestep=torch.tensor([500, 500]), image_rotary_emb=rotary, return_dict=False)
+    return transformer, inputs
+
+
+def _cogvideox_2b():
+    from diffusers import CogVideoXTransformer3DModel
+
+    # 2B: absolute sin-cos positions, no rotary tables.
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=2, text_embed_dim=32,
+        num_layers=2, sample_width=10, sample_height=7, patch_size=2, max_text_seq_length=16,
+    )
+    inputs = dict(hidden_states=torch.randn(2, 3, 4, 10, 14), encoder_hidden_states=torch.randn(2, 16, 32),
+                  timestep=torch.tensor([500, 500]), return_dict=False)
+    return transformer, inputs
+
+
+def _hunyuan_video_i2v():
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    # I2V "token_replace": other block classes around the same attention.
+    transformer = HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=2, num_single_layers=2,
+        num_refiner_layers=1, patch_size=2, guidance_embeds=True, text_embed_dim=16, pooled_projection_dim=8,
+        rope_axes_dim=(4, 6, 6), image_condition_type="token_replace",
+    )
+    mask = torch.ones(2, 16, dtype=torch.long)
+    mask[1, 9:] = 0
+    inputs = dict(hidden_states=torch.randn(2, 4, 3, 10, 14), timestep=torch.tensor([500.0, 500.0]),
+                  encoder_hidden_states=torch.randn(2, 16, 16), encoder_attention_mask=mask,
+                  pooled_projections=torch.randn(2, 8), guidance=torch.tensor([6000.0, 6000.0]), return_dict=False)
+    return transformer, inputs
+
+
+def _flux_dev():
+    from diffusers import FluxTransformer2DModel
+
+    # dev: guidance embedding.
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8], guidance_embeds=True,
+    )
+    rows, cols = torch.meshgrid(torch.arange(9), torch.arange(13), indexing="ij")
+    img_ids = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3).float()
+    inputs = dict(hidden_states=torch.randn(2, 117, 4), encoder_hidden_states=torch.randn(2, 16, 32),
+                  pooled_projections=torch.randn(2, 32), timestep=torch.tensor([0.5, 0.5]), guidance=torch.tensor([3.5, 3.5]),
+                  img_ids=img_ids, txt_ids=torch.zeros(16, 3), return_dict=False)
+    return transformer, inputs
+
+
+VARIANTS = {"cogvideox_1.5": _cogvideox_15, "cogvideox_2b": _cogvideox_2b, "hunyuan_video_i2v": _hunyuan_video_i2v, "flux_dev": _flux_dev}
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["separate_qkv", "fused_qkv"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_model_variants_equal_dense(variant, fused, attend_calls):
+    torch.manual_seed(0)
+    transformer, inputs = VARIANTS[variant]()
+    transformer.eval()
+    if fused:
+        if variant.startswith("hunyuan"):
+            pytest.skip("HunyuanVideo's processor never uses fused projections")
+        transformer.fuse_qkv_projections()  # CogVideoX swaps in FusedCogVideoXAttnProcessor2_0 here
+    with torch.no_grad():
+        dense = transformer(**inputs)[0]
+        with ditaccel.patch(transformer, FULL_WINDOW, schedule=ALL_SPARSE) as handle:
+            sparse = transformer(**inputs)[0]
+            layers = {layer.index for layer in handle.states[0].layers}
+    assert {call[0] for call in attend_calls} == layers
+    assert (sparse - dense).abs().max().item() <= TOLERANCE
