@@ -74,6 +74,7 @@ def _parse_args(argv=None):
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--ckpt-minutes", type=float, default=3.0)
     p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile of the blocks on CUDA")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--export", default=None, metavar="RUN_DIR", help="only export RUN_DIR's EMA as the shipped pipeline")
     p.add_argument("--export-to", default=str(DEFAULT_WEIGHTS_DIR))
@@ -225,14 +226,9 @@ def train(args) -> None:
                 "parameters": n_params, "runs": runs + [info]}
         (out / "state.json").write_text(json.dumps(meta, indent=2))
 
-    while True:
-        elapsed = time.time() - t_start
-        if elapsed >= budget or (args.max_steps is not None and run_step >= args.max_steps):
-            break
-        lr = _lr_at(args, run_step, elapsed / budget)
+    def train_step(lr: float):
         for g in opt.param_groups:
             g["lr"] = lr
-
         x0, prompts = generate_batch(args.batch_size, seed=args.seed * 1_000_003 + step, device=device)
         gen.manual_seed(args.seed * 1_000_003 + step + 7_777_777)
         drop = torch.rand(len(prompts), generator=gen, device=device) < args.cfg_drop
@@ -250,6 +246,27 @@ def train(args) -> None:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        return loss, grad_norm
+
+    compiled = args.compile and device.type == "cuda"
+    if compiled:
+        transformer.compile_repeated_blocks()  # regional: one compile for all identical blocks
+    while True:
+        elapsed = time.time() - t_start
+        if elapsed >= budget or (args.max_steps is not None and run_step >= args.max_steps):
+            break
+        lr = _lr_at(args, run_step, elapsed / budget)
+
+        try:
+            loss, grad_norm = train_step(lr)
+        except Exception as exc:  # noqa: BLE001 -- a compile failure must not cost the run
+            if not compiled or run_step > 0:
+                raise
+            print(f"torch.compile failed ({type(exc).__name__}: {exc}); continuing in eager mode")
+            for block in transformer.blocks:
+                block._compiled_call_impl = None
+            compiled = False
+            loss, grad_norm = train_step(lr)
         with torch.no_grad():
             d = min(args.ema_decay, (1.0 + step) / (10.0 + step))
             torch._foreach_lerp_(ema, live, 1.0 - d)

@@ -31,7 +31,7 @@ from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent / "tiny_video_weights"
 
 # Default generation settings; chosen so that one video takes well under 3 minutes on 2 CPU cores.
-DEFAULT_NUM_STEPS = 14
+DEFAULT_NUM_STEPS = 20
 DEFAULT_GUIDANCE = 4.0
 MAX_SEQUENCE_LENGTH = 24
 
@@ -279,8 +279,11 @@ def load_tiny_video_pipeline(
     device = torch.device(device)
     if dtype is None:
         dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-    # dtype is applied after loading: diffusers renamed from_pretrained's torch_dtype to dtype.
-    pipe = TinyVideoPipeline.from_pretrained(path, local_files_only=True)
-    pipe.transformer.to(dtype=dtype)
+    # Loading with the dtype (not casting afterwards) keeps the modules Wan wants in float32 there.
+    # diffusers renamed from_pretrained's torch_dtype to dtype (and deprecated the old name).
+    from diffusers.pipelines import pipeline_utils
+
+    dtype_key = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
+    pipe = TinyVideoPipeline.from_pretrained(path, local_files_only=True, **{dtype_key: dtype})
     pipe.text_encoder.to(dtype=torch.float32)
     return pipe.to(device)
