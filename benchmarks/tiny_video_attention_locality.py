@@ -97,13 +97,14 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="transformer dtype (float32 matches CPU runs)")
     p.add_argument("--steps", type=int, default=DEFAULT_NUM_STEPS)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     p.add_argument("--num-prompts", type=int, default=len(PROMPTS))
     p.add_argument("--out-dir", default=str(RESULTS_DIR))
     args = p.parse_args(argv)
 
-    pipe = load_tiny_video_pipeline(device=args.device, weights_dir=args.weights)
+    pipe = load_tiny_video_pipeline(device=args.device, dtype=getattr(torch, args.dtype), weights_dir=args.weights)
     pipe.set_progress_bar_config(disable=True)
     tr = pipe.transformer
     pt, ph, pw = tr.config.patch_size
@@ -149,7 +150,7 @@ def main(argv=None) -> dict:
     result = {
         "summary": summary,
         "grid": list(grid), "layers": len(tr.blocks), "heads": tr.config.num_attention_heads,
-        "prompts": prompts, "steps": args.steps, "guidance": args.guidance,
+        "prompts": prompts, "steps": args.steps, "guidance": args.guidance, "dtype": args.dtype,
         "attention_calls_averaged": table.count,
         "max_relative_error_of_rebuilt_attention_output": max_err[0],
         "device": device_name, "date": time.strftime("%Y-%m-%d"), "seconds": round(seconds, 1),

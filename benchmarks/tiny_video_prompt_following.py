@@ -130,6 +130,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=None, help="saved TinyVideoPipeline (default: the shipped weights)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="transformer dtype (float32 matches CPU runs)")
     p.add_argument("--steps", type=int, default=DEFAULT_NUM_STEPS)
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     p.add_argument("--num-prompts", type=int, default=30)
@@ -138,7 +139,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     prompts = held_out_prompts()[: args.num_prompts]
-    pipe = load_tiny_video_pipeline(device=args.device, weights_dir=args.weights)
+    pipe = load_tiny_video_pipeline(device=args.device, dtype=getattr(torch, args.dtype), weights_dir=args.weights)
     pipe.set_progress_bar_config(disable=True)
     batch = args.batch_size or (30 if pipe.device.type == "cuda" else 1)
     t0 = time.perf_counter()
@@ -159,7 +160,7 @@ def main(argv=None) -> dict:
     result = {
         "summary": summary,
         "metric_check_on_rendered_clips": reference,
-        "settings": {"steps": args.steps, "guidance": args.guidance, "seeds": "video i uses seed i",
+        "settings": {"steps": args.steps, "guidance": args.guidance, "dtype": args.dtype, "seeds": "video i uses seed i",
                      "saturation_threshold": SATURATION_THRESHOLD, "min_displacement_px": MIN_DISPLACEMENT_PX,
                      "weights": args.weights or "shipped (ditaccel/pipelines/tiny_video_weights)"},
         "device": device_name, "date": time.strftime("%Y-%m-%d"), "generation_seconds": round(seconds, 2),
