@@ -20,6 +20,7 @@ If DIR lacks EMA shards, ``--ema-from`` names a saved pipeline whose weights sta
   python benchmarks/train_tiny_video.py --out outputs/tiny --max-minutes 8.5
   python benchmarks/train_tiny_video.py --out outputs/tiny2 --resume outputs/tiny --max-minutes 8.5 --decay
   python benchmarks/train_tiny_video.py --export outputs/tiny2   # -> ditaccel/pipelines/tiny_video_weights
+  python benchmarks/train_tiny_video.py --report outputs/tiny2   # -> benchmarks/results/tiny_video/loss_curve.png
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def _parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--export", default=None, metavar="RUN_DIR", help="only export RUN_DIR's EMA as the shipped pipeline")
     p.add_argument("--export-to", default=str(DEFAULT_WEIGHTS_DIR))
+    p.add_argument("--report", default=None, metavar="RUN_DIR",
+                   help="only write RUN_DIR's loss curve, settings and log to --report-to")
+    p.add_argument("--report-to", default=str(Path(__file__).resolve().parent / "results" / "tiny_video"))
     return p.parse_args(argv)
 
 
@@ -136,6 +140,45 @@ def export_pipeline(run_dir: Path, target: Path) -> None:
     pipe.save_pretrained(target)
     total = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
     print(f"exported {run_dir} -> {target} ({total / 1e6:.2f} MB)")
+
+
+def write_report(run_dir: Path, target: Path) -> None:
+    """Loss curve PNG, training settings JSON and the loss log of a run directory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    target.mkdir(parents=True, exist_ok=True)
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    state = json.loads((run_dir / "state.json").read_text())
+    shutil.copy(run_dir / "train_log.jsonl", target / "train_log.jsonl")
+    settings = {
+        "total_steps": state["step"],
+        "total_training_minutes": round(state["trained_seconds"] / 60.0, 2),
+        "parameters": state["parameters"],
+        "final_loss_mean_of_last_10_logs": sum(r["loss"] for r in log[-10:]) / len(log[-10:]),
+        "runs": state["runs"],
+    }
+    (target / "train_settings.json").write_text(json.dumps(settings, indent=2))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = [r["step"] for r in log]
+    ax.plot(steps, [r["loss"] for r in log], lw=1, label="flow-matching loss (mean of 50 steps)")
+    for run in state["runs"][1:]:
+        ax.axvline(run["start_step"], color="gray", ls="--", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("step (batch 32)")
+    ax.set_ylabel("MSE of velocity")
+    ax.grid(alpha=0.3, which="both")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [r["lr"] for r in log], color="tab:orange", lw=0.8, label="learning rate")
+    ax2.set_ylabel("learning rate")
+    ax.set_title(f"Tiny video model training: {state['step']} steps, {state['trained_seconds'] / 60:.1f} min on "
+                 f"{state['runs'][-1]['device']} (dashed: resumed)")
+    fig.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(target / "loss_curve.png", dpi=110)
+    print(f"wrote {target / 'loss_curve.png'} and {target / 'train_settings.json'}")
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -306,6 +349,8 @@ def main(argv=None) -> None:
     args = _parse_args(argv)
     if args.export:
         export_pipeline(Path(args.export), Path(args.export_to))
+    elif args.report:
+        write_report(Path(args.report), Path(args.report_to))
     else:
         train(args)
 
