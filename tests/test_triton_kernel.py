@@ -197,7 +197,7 @@ def test_load_paths_and_strided_inputs(use_tma):
 
 @needs_process
 def test_unsupported_head_dim_is_padded_and_scale_kept():
-    layout = Radial(decay=1.0, block_size=64, sink=False).build_layout((2, 8, 8))
+    layout = Radial(decay=1.0, block_size=64, sink=False).build_layout((2, 8, 8)).to(DEVICE)
     gen = torch.Generator().manual_seed(7)
     q, k, v = (torch.randn(1, layout.seq_len, 1, 40, generator=gen).to(DEVICE) for _ in range(3))
     out = block_sparse_attention(q, k, v, layout, backend="triton", scale=0.3)
