@@ -166,6 +166,7 @@ def main() -> None:
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--sweep", default="", help="case:method to time every kernel config on")
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new cases after this many seconds")
+    ap.add_argument("--tag", default="", help="suffix of the output file name")
     args = ap.parse_args()
     t_start = time.time()
     torch.manual_seed(0)
@@ -176,7 +177,7 @@ def main() -> None:
     env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
                date=time.strftime("%Y-%m-%d"), cudnn=torch.backends.cudnn.version())
     print(env, flush=True)
-    path = os.path.join(args.out, f"attention_{gpu}.json")
+    path = os.path.join(args.out, f"attention_{gpu}{args.tag}.json")
     records: list[dict] = []
     checks: list[dict] = []
 
