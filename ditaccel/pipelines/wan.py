@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
 
-from .base import AttentionLayer, ModelAdapter, argument, reject_context_parallel
+from .base import AttentionLayer, ModelAdapter, argument, reject_context_parallel, require_processor
 
 
 def apply_interleaved_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -74,4 +74,5 @@ class WanAdapter(ModelAdapter):
         return [AttentionLayer(i, f"blocks.{i}.attn1", block.attn1) for i, block in enumerate(transformer.blocks)]
 
     def sparse_processor(self, original, layer, patch_state):
+        require_processor(original, layer, WanAttnProcessor)
         return WanSparseProcessor(layer.index, patch_state)
