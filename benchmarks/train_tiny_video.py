@@ -13,7 +13,9 @@ A run trains for a wall-clock budget (``--max-minutes``) and leaves in ``--out``
   train_log.jsonl          loss log of all runs so far (one JSON object per logged step)
   samples.png              a few EMA samples (frames 0, 5, 10, 15 of each prompt) at the end
 
-Resume with ``--resume DIR`` (a previous ``--out``). The optimizer state is not kept (it would
+Resume with ``--resume DIR`` (a previous ``--out``, or a saved pipeline such as the shipped
+``ditaccel/pipelines/tiny_video_weights``: then the fp16 weights start both model and EMA and the
+step count comes from ``benchmarks/results/tiny_video/train_settings.json``). The optimizer state is not kept (it would
 double the checkpoint); a resumed run re-warms the learning rate over ``--warmup`` steps instead.
 If DIR lacks EMA shards, ``--ema-from`` names a saved pipeline whose weights start the EMA.
 
@@ -125,6 +127,7 @@ def _load_into(pipe: TinyVideoPipeline, state: dict[str, torch.Tensor]) -> None:
     for name, module in (("transformer", pipe.transformer), ("text_encoder", pipe.text_encoder)):
         sub = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
         missing, unexpected = module.load_state_dict(sub, strict=False)
+        missing = [m for m in missing if not m.endswith("embed_tokens.weight")]  # tied to "shared"
         if missing or unexpected:
             raise RuntimeError(f"{name}: missing {missing}, unexpected {unexpected}")
 
@@ -214,7 +217,17 @@ def train(args) -> None:
     pipe = TinyVideoPipeline.from_scratch()
     step, trained_seconds, runs = 0, 0.0, []
     settings = {k: v for k, v in vars(args).items() if k not in ("export", "export_to")}
-    if args.resume:
+    if args.resume and (Path(args.resume) / "model_index.json").is_file():
+        # A saved pipeline (e.g. the shipped fp16 weights): model and EMA both start from it; the
+        # step count and the log come from the committed training report.
+        resume, report = Path(args.resume), Path(args.report_to)
+        info = json.loads((report / "train_settings.json").read_text())
+        step, trained_seconds, runs = info["total_steps"], info["total_training_minutes"] * 60.0, info["runs"]
+        ema_state = _load_pipeline_state(resume)
+        _load_into(pipe, ema_state)
+        shutil.copy(report / "train_log.jsonl", out / "train_log.jsonl")
+        print(f"resumed from pipeline {resume} at step {step} ({trained_seconds / 60:.1f} min trained)")
+    elif args.resume:
         resume = Path(args.resume)
         state = json.loads((resume / "state.json").read_text())
         step, trained_seconds, runs = state["step"], state["trained_seconds"], state["runs"]

@@ -338,3 +338,17 @@ def held_out_prompts() -> list[str]:
         ClipSpec([ObjectSpec(c, s, m)], BACKGROUNDS[i % len(BACKGROUNDS)]).prompt
         for i, (c, s, m) in enumerate(HELD_OUT_COMBOS)
     ]
+
+
+def seen_prompts() -> list[str]:
+    """Controls for ``held_out_prompts``: same colour, shape and background, a direction seen in training."""
+    held = set(HELD_OUT_COMBOS)
+    directions = list(TRANSLATIONS)
+    prompts = []
+    for i, (c, s, m) in enumerate(HELD_OUT_COMBOS):
+        k = directions.index(m)
+        while (c, s, directions[k]) in held:
+            k = (k + 3) % len(directions)
+        prompts.append(ClipSpec([ObjectSpec(c, s, directions[k])], BACKGROUNDS[i % len(BACKGROUNDS)]).prompt)
+    return prompts
+

@@ -129,6 +129,14 @@ def encode_prompts(
     return hidden.to(dtype) if dtype is not None else hidden
 
 
+def complete_prompt(prompt: str) -> str:
+    """Every training prompt names its background; a prompt that does not gets the gray one."""
+    text = " ".join(prompt.lower().split())
+    if text and "background" not in text:
+        text += " on a gray background"
+    return text
+
+
 def flow_shift(u: torch.Tensor, shift: float = FLOW_SHIFT) -> torch.Tensor:
     """Map u in [0, 1] to the shifted flow time sigma, as FlowMatchEulerDiscreteScheduler does."""
     return shift * u / (1.0 + (shift - 1.0) * u)
@@ -205,7 +213,7 @@ class TinyVideoPipeline(DiffusionPipeline):
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         if output_type not in ("np", "pt", "latent"):
             raise ValueError(f"output_type must be 'np', 'pt' or 'latent', got {output_type!r}")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [complete_prompt(p) for p in ([prompt] if isinstance(prompt, str) else prompt)]
         negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
         if len(negatives) != len(prompts):
             raise ValueError(f"negative_prompt has {len(negatives)} entries for {len(prompts)} prompts")
