@@ -177,8 +177,9 @@ def write_report(run_dir: Path, target: Path) -> None:
     ax2.plot(steps, [r["lr"] for r in log], color="tab:orange", lw=0.8, label="learning rate")
     ax2.set_ylabel("learning rate")
     ax.set_title(f"Tiny video model training: {state['step']} steps, {state['trained_seconds'] / 60:.1f} min on "
-                 f"{state['runs'][-1]['device']} (dashed: resumed)")
-    fig.legend(loc="upper right", fontsize=8)
+                 f"{state['runs'][-1]['device']} (dashed line: resumed)", fontsize=9)
+    lines = ax.get_lines()[:1] + ax2.get_lines()
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(target / "loss_curve.png", dpi=110)
     print(f"wrote {target / 'loss_curve.png'} and {target / 'train_settings.json'}")
