@@ -162,3 +162,16 @@ def test_with_text_layout_shape():
     assert layout.num_text_blocks == 2
     assert layout.seq_len == layout.tiling.canon_len + 128
     assert (layout.kv_counts[0, -2:] == layout.num_blocks).all()
+
+
+def test_gather_indices_match_the_scatter_path():
+    # CUDA runs the Triton gather with these cached indices; the torch path must agree with it.
+    from ditaccel.kernels.permute_triton import gather_tokens_reference
+
+    tiling = build_tiling((3, 9, 10), (1, 8, 16), 128)
+    x = torch.randn(2, 270, 2, 8)
+    canon = gather_tokens_reference(x, tiling._device_index(x.device, "canon_to_raster"))
+    torch.testing.assert_close(canon, tiling.to_canonical(x), rtol=0, atol=0)
+    back = gather_tokens_reference(canon, tiling._device_index(x.device, "raster_to_canon"))
+    torch.testing.assert_close(back, x, rtol=0, atol=0)
+    assert tiling._device_index(x.device, "raster_to_canon") is tiling._device_index(x.device, "raster_to_canon")

@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .tiling import inverse_index  # noqa: F401  (canon_to_raster, used with gather_tokens)
+
 
 @triton.jit
 def _gather_rows(
@@ -60,10 +62,3 @@ def gather_tokens_reference(src: torch.Tensor, index: torch.Tensor) -> torch.Ten
     B, N = src.shape[:2]
     padded = torch.cat([src, src.new_zeros((B, 1, *src.shape[2:]))], dim=1)
     return padded.index_select(1, torch.where(index < 0, N, index).long())
-
-
-def inverse_index(raster_to_canon: torch.Tensor, canon_len: int) -> torch.Tensor:
-    """canon_to_raster (int32 [canon_len], -1 on padding) from raster_to_canon."""
-    inv = torch.full((canon_len,), -1, dtype=torch.int32, device=raster_to_canon.device)
-    inv[raster_to_canon.long()] = torch.arange(raster_to_canon.numel(), dtype=torch.int32, device=raster_to_canon.device)
-    return inv
