@@ -58,6 +58,23 @@ def argument(args: tuple, kwargs: dict, name: str, position: int):
     return None
 
 
+class SparseProcessorMixin:
+    """Put first in a sparse processor's bases, before the upstream processor class.
+
+    The class attributes must exist: diffusers' ``set_attention_backend`` and ``enable_parallelism``
+    only reach processors that have them (without them context parallelism silently skips the
+    layer). ``layer`` is the index Schedule.dense_layers uses; ``patch_state.attend`` runs the method.
+    """
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __init__(self, layer: int, patch_state) -> None:
+        super().__init__()
+        self.layer = layer
+        self.patch_state = patch_state
+
+
 def reject_context_parallel(processor) -> None:
     if getattr(processor, "_parallel_config", None) is not None:
         raise NotImplementedError(

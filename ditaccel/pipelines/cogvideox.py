@@ -14,19 +14,11 @@ import torch
 from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0, FusedCogVideoXAttnProcessor2_0
 from diffusers.models.embeddings import apply_rotary_emb
 
-from .base import AttentionLayer, ModelAdapter, argument, reject_context_parallel, require_processor
+from .base import AttentionLayer, ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel, require_processor
 
 
-class CogVideoXSparseProcessor(CogVideoXAttnProcessor2_0):
+class CogVideoXSparseProcessor(SparseProcessorMixin, CogVideoXAttnProcessor2_0):
     """CogVideoXAttnProcessor2_0 with the attention itself replaced by the patch's sparse method."""
-
-    _attention_backend = None
-    _parallel_config = None
-
-    def __init__(self, layer: int, patch_state) -> None:
-        super().__init__()
-        self.layer = layer
-        self.patch_state = patch_state
 
     def __call__(
         self,

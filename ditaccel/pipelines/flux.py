@@ -16,19 +16,11 @@ import torch
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _get_qkv_projections
 
-from .base import AttentionLayer, ModelAdapter, argument, reject_context_parallel, require_processor
+from .base import AttentionLayer, ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel, require_processor
 
 
-class FluxSparseProcessor(FluxAttnProcessor):
+class FluxSparseProcessor(SparseProcessorMixin, FluxAttnProcessor):
     """FluxAttnProcessor with the attention itself replaced by the patch's sparse method."""
-
-    _attention_backend = None
-    _parallel_config = None
-
-    def __init__(self, layer: int, patch_state) -> None:
-        super().__init__()
-        self.layer = layer
-        self.patch_state = patch_state
 
     def __call__(
         self,

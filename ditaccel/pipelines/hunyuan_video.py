@@ -17,7 +17,7 @@ import torch
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
 
-from .base import AttentionLayer, ModelAdapter, argument, reject_context_parallel, require_processor
+from .base import AttentionLayer, ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel, require_processor
 
 
 def key_padding_text_mask(attention_mask: torch.Tensor | None, batch: int, n_video: int, text_len: int):
@@ -34,16 +34,8 @@ def key_padding_text_mask(attention_mask: torch.Tensor | None, batch: int, n_vid
     return attention_mask[:, 0, 0, n_video:]
 
 
-class HunyuanVideoSparseProcessor(HunyuanVideoAttnProcessor2_0):
+class HunyuanVideoSparseProcessor(SparseProcessorMixin, HunyuanVideoAttnProcessor2_0):
     """HunyuanVideoAttnProcessor2_0 with the attention itself replaced by the patch's sparse method."""
-
-    _attention_backend = None
-    _parallel_config = None
-
-    def __init__(self, layer: int, patch_state) -> None:
-        super().__init__()
-        self.layer = layer
-        self.patch_state = patch_state
 
     def __call__(
         self,

@@ -13,19 +13,11 @@ from __future__ import annotations
 import torch
 from diffusers.models.transformers.transformer_ltx import LTXVideoAttnProcessor, apply_rotary_emb
 
-from .base import AttentionLayer, ModelAdapter, argument, reject_context_parallel, require_processor
+from .base import AttentionLayer, ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel, require_processor
 
 
-class LTXSparseProcessor(LTXVideoAttnProcessor):
+class LTXSparseProcessor(SparseProcessorMixin, LTXVideoAttnProcessor):
     """LTXVideoAttnProcessor with the attention itself replaced by the patch's sparse method."""
-
-    _attention_backend = None
-    _parallel_config = None
-
-    def __init__(self, layer: int, patch_state) -> None:
-        super().__init__()
-        self.layer = layer
-        self.patch_state = patch_state
 
     def __call__(
         self,

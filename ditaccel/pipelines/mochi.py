@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from diffusers.models.attention_processor import MochiAttnProcessor2_0
 
-from .base import AttentionLayer, ModelAdapter, argument, reject_context_parallel, require_processor
+from .base import AttentionLayer, ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel, require_processor
 
 
 def apply_pairwise_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -25,16 +25,8 @@ def apply_pairwise_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor)
     return rotated.flatten(-2).to(x.dtype)
 
 
-class MochiSparseProcessor(MochiAttnProcessor2_0):
+class MochiSparseProcessor(SparseProcessorMixin, MochiAttnProcessor2_0):
     """MochiAttnProcessor2_0 with the attention itself replaced by the patch's sparse method."""
-
-    _attention_backend = None
-    _parallel_config = None
-
-    def __init__(self, layer: int, patch_state) -> None:
-        super().__init__()
-        self.layer = layer
-        self.patch_state = patch_state
 
     def __call__(
         self,

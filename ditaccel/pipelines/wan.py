@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
 
-from .base import AttentionLayer, ModelAdapter, argument, reject_context_parallel, require_processor
+from .base import AttentionLayer, ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel, require_processor
 
 
 def apply_interleaved_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -23,16 +23,8 @@ def apply_interleaved_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tens
     return out.type_as(x)
 
 
-class WanSparseProcessor(WanAttnProcessor):
+class WanSparseProcessor(SparseProcessorMixin, WanAttnProcessor):
     """WanAttnProcessor with the attention itself replaced by the patch's sparse method."""
-
-    _attention_backend = None
-    _parallel_config = None
-
-    def __init__(self, layer: int, patch_state) -> None:
-        super().__init__()
-        self.layer = layer
-        self.patch_state = patch_state
 
     def __call__(
         self,
