@@ -124,7 +124,8 @@ def _strip_grid(prompts, videos, path: Path) -> None:
         canvas.paste(img, (0, 0))
         ImageDraw.Draw(canvas).text((img.width + 6, img.height // 2 - 6), p.replace(" background", ""), fill="black")
         tiles.append(np.asarray(canvas))
-    Image.fromarray(np.concatenate(tiles, axis=0)).save(path)
+    grid = Image.fromarray(np.concatenate(tiles, axis=0))
+    grid.convert("P", palette=Image.ADAPTIVE, colors=128).save(path, optimize=True)  # keeps the repo small
 
 
 def main(argv=None) -> dict:
@@ -176,7 +177,7 @@ def main(argv=None) -> dict:
     stem = "prompt_following" if args.split == "held-out" else "prompt_following_seen"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
     lines = [
-        "# Tiny video model: prompt following on 30 held-out prompts",
+        f"# Tiny video model: prompt following on {len(prompts)} held-out prompts",
         "",
         f"Device {device_name}, {time.strftime('%Y-%m-%d')}, {args.steps} steps, guidance {args.guidance}, video i with seed i.",
         "Colour x shape x direction combinations of these prompts never occur in training.",
@@ -194,7 +195,7 @@ def main(argv=None) -> dict:
         dx, dy = r["displacement"]
         lines.append(f"| {r['prompt']} | {r['colour']} | {r['direction']} | ({dx:+.1f}, {dy:+.1f}) | {ok.strip() or '-'} |")
     if args.split == "seen":
-        lines[0] = "# Tiny video model: prompt following on 30 seen combinations (control for the held-out set)"
+        lines[0] = f"# Tiny video model: prompt following on {len(prompts)} seen combinations (control for the held-out set)"
         lines[3] = "Same colours, shapes and backgrounds as the held-out prompts, with a direction seen in training."
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     _strip_grid(prompts, videos, out / f"{stem}.png")
