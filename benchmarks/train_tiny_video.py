@@ -141,6 +141,15 @@ def export_pipeline(run_dir: Path, target: Path) -> None:
     if target.exists():
         shutil.rmtree(target)
     pipe.save_pretrained(target)
+    # transformers 5 names the fast tokenizer class "TokenizersBackend", which transformers 4 lacks;
+    # "PreTrainedTokenizerFast" is the same class in 5 and loads in both.
+    for path, keys in ((target / "model_index.json", None), (target / "tokenizer" / "tokenizer_config.json", "tokenizer_class")):
+        data = json.loads(path.read_text())
+        if keys is None:
+            data["tokenizer"] = ["transformers", "PreTrainedTokenizerFast"]
+        else:
+            data[keys] = "PreTrainedTokenizerFast"
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     total = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
     print(f"exported {run_dir} -> {target} ({total / 1e6:.2f} MB)")
 
