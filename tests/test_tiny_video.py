@@ -120,3 +120,23 @@ def test_cli_generate_writes_mp4_and_frame_strip(tmp_path):
     assert out.is_file() and out.stat().st_size > 0
     strip = Image.open(tmp_path / "clip_frames.png")
     assert strip.size == (4 * 32, 32)
+
+
+def test_sparse_method_runs_on_the_tiny_model_and_unpatch_restores_it(pipe):
+    import ditaccel
+
+    if not hasattr(ditaccel, "patch"):
+        pytest.skip("ditaccel.patch not available")
+
+    def run():
+        return pipe("a red circle moving right", num_inference_steps=1, guidance_scale=1.0,
+                    generator=torch.Generator().manual_seed(0), output_type="pt").frames
+
+    dense = run()
+    ditaccel.patch(pipe, "radial")
+    try:
+        sparse = run()
+    finally:
+        ditaccel.unpatch(pipe)
+    assert sparse.shape == dense.shape and torch.isfinite(sparse).all()
+    assert torch.equal(run(), dense)
