@@ -175,3 +175,10 @@ def test_gather_indices_match_the_scatter_path():
     back = gather_tokens_reference(canon, tiling._device_index(x.device, "raster_to_canon"))
     torch.testing.assert_close(back, x, rtol=0, atol=0)
     assert tiling._device_index(x.device, "raster_to_canon") is tiling._device_index(x.device, "raster_to_canon")
+
+
+def test_layouts_are_shared_between_patches():
+    method = Neighborhood(window=(2, 3, 3), block_size=64)
+    first = SparseAttention(method).video_layout((4, 6, 6))
+    assert SparseAttention(Neighborhood(window=(2, 3, 3), block_size=64)).video_layout((4, 6, 6)) is first
+    assert SparseAttention(Neighborhood(window=(2, 3, 4), block_size=64)).video_layout((4, 6, 6)) is not first
