@@ -10,7 +10,7 @@ setup:
 	$(PIP) install -q -e ".[dev]"
 
 quickstart: setup
-	HF_HUB_OFFLINE=1 $(PYTHON) examples/quickstart.py
+	HF_HUB_OFFLINE=1 $(PYTHON) -m ditaccel.cli generate --prompt "a red circle moving right" --method radial --compare
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q tests

@@ -38,40 +38,67 @@ def _write_video_and_strip(frames, out: Path, fps: int, scale: int) -> tuple[Pat
 
 
 def _generate(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
+    import ditaccel
     from ditaccel.pipelines.tiny_video import load_tiny_video_pipeline
 
     t0 = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compare and args.method == "none":
+        raise SystemExit("--compare runs dense and --method side by side: pass --method (e.g. radial)")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_tiny_video_pipeline(device=device, weights_dir=args.weights)
-    if args.method != "none":
-        import ditaccel
-
-        patch = getattr(ditaccel, "patch", None)
-        if patch is None:
-            raise SystemExit(
-                f"--method {args.method!r} needs ditaccel.patch(), which this version of ditaccel does not "
-                "provide yet; use --method none"
-            )
-        patch(pipe, args.method)
     pipe.set_progress_bar_config(disable=args.quiet, desc="denoising")
-    generator = torch.Generator().manual_seed(args.seed)
-    result = pipe(
-        args.prompt,
-        negative_prompt=args.negative_prompt,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        num_frames=args.frames,
-        height=args.size,
-        width=args.size,
-        generator=generator,
-    )
+
+    def run(steps: int = args.steps):
+        generator = torch.Generator().manual_seed(args.seed)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = pipe(
+            args.prompt,
+            negative_prompt=args.negative_prompt,
+            num_inference_steps=steps,
+            guidance_scale=args.guidance,
+            num_frames=args.frames,
+            height=args.size,
+            width=args.size,
+            generator=generator,
+        )
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return result.frames[0], time.perf_counter() - start
+
     out = Path(args.out) if args.out else Path("outputs") / f"{_slug(args.prompt)}_seed{args.seed}.mp4"
-    video_path, strip_path = _write_video_and_strip(result.frames[0], out, args.fps, args.scale)
-    print(f"wrote {video_path} and {strip_path} in {time.perf_counter() - t0:.1f} s")
+    dense = None
+    if args.compare:
+        run(1)  # warm-up: one-off costs stay out of the timings
+        dense, dense_s = run()
+        paths = _write_video_and_strip(dense, out.with_name(out.stem + "_dense.mp4"), args.fps, args.scale)
+        print(f"dense: {dense_s:.1f} s for {args.steps} steps -> {paths[0]}")
+    handle = ditaccel.patch(pipe, args.method) if args.method != "none" else None
+    try:
+        if args.compare:
+            run(1)  # builds the method's layout for this grid once
+            handle.reset_summary()
+        frames, seconds = run()
+        label = args.method if handle is not None else "dense"
+        video_path, strip_path = _write_video_and_strip(frames, out, args.fps, args.scale)
+        print(f"{label}: {seconds:.1f} s for {args.steps} steps -> {video_path} and {strip_path}")
+        if handle is not None:
+            print(handle.summary())
+    finally:
+        if handle is not None:
+            handle.unpatch()
+    if dense is not None:
+        mse = float(np.mean((np.asarray(frames, dtype=np.float64) - np.asarray(dense, dtype=np.float64)) ** 2))
+        psnr = float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+        backend = "Triton kernel" if device.startswith("cuda") else "CPU reference backend (exact, not fast)"
+        print(f"{args.method} vs dense: {dense_s / seconds:.2f}x time ratio on {device} ({backend}), PSNR {psnr:.1f} dB")
+    print(f"total {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -94,7 +121,8 @@ def _add_generate(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, default=16, help="number of frames (default: %(default)s, as trained)")
     p.add_argument("--size", type=int, default=64, help="height = width in pixels, multiple of 4 (default: %(default)s)")
-    p.add_argument("--method", default="none", help="sparse attention method or preset passed to ditaccel.patch (default: none)")
+    p.add_argument("--method", default="none", help="sparse attention preset passed to ditaccel.patch: radial, neighborhood (default: none = dense)")
+    p.add_argument("--compare", action="store_true", help="also generate dense with the same seed; print both times, the per-layer table and PSNR vs dense")
     p.add_argument("--out", default=None, help="output .mp4 path (default: outputs/<prompt>_seed<seed>.mp4)")
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscale of the mp4 (default: %(default)s)")

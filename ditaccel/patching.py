@@ -113,6 +113,11 @@ class PatchHandle:
     def summary(self) -> Summary:
         return summary(self.target)
 
+    def reset_summary(self) -> None:
+        """Forget which steps ran dense or sparse so far (e.g. after a warm-up generation)."""
+        for state in self.states:
+            state.history = {layer.index: LayerHistory() for layer in state.layers}
+
     def __enter__(self) -> "PatchHandle":
         return self
 

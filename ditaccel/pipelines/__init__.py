@@ -44,4 +44,25 @@ def adapter_for(transformer: torch.nn.Module) -> ModelAdapter:
     )
 
 
-__all__ = ["AttentionLayer", "ModelAdapter", "adapter_for", "available_adapters", "supported_models"]
+_LAZY = {"TinyVideoPipeline", "load_tiny_video_pipeline", "DEFAULT_WEIGHTS_DIR"}
+
+
+def __getattr__(name: str):
+    # The built-in model pulls in transformers (~2 s): load it only when asked for.
+    if name in _LAZY:
+        from . import tiny_video
+
+        return getattr(tiny_video, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "AttentionLayer",
+    "DEFAULT_WEIGHTS_DIR",
+    "ModelAdapter",
+    "TinyVideoPipeline",
+    "adapter_for",
+    "available_adapters",
+    "load_tiny_video_pipeline",
+    "supported_models",
+]

@@ -1,4 +1,4 @@
-"""Quickstart: a tiny random-weight Wan pipeline, generated dense and with radial attention.
+"""A tiny random-weight Wan pipeline (a stock diffusers WanPipeline), dense and with radial attention.
 
 Runs offline on a CPU in under a minute. Prints the time of each run and ditaccel's per-layer
 table (method, block density, dense/sparse steps) and writes both videos to outputs/.
