@@ -95,3 +95,18 @@ def test_bad_backend():
 
     with pytest.raises(ValueError, match="backend must be one of"):
         block_sparse_attention(q, q, q, layout, backend="cuda")
+
+
+def test_cpu_fallback_warns_once(monkeypatch):
+    from ditaccel.kernels import attention
+
+    monkeypatch.setattr(attention, "_warned_fallback", False)
+    layout = ditaccel.Neighborhood(window=(1, 3, 3)).build_layout((2, 8, 8))
+    q = torch.randn(1, 128, 1, 16)
+    with pytest.warns(RuntimeWarning, match="reference backend"):
+        attention.block_sparse_attention(q, q, q, layout)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        attention.block_sparse_attention(q, q, q, layout)  # no second warning

@@ -38,8 +38,13 @@ def block_sparse_attention(
     if q.shape[1] != layout.seq_len:
         raise ValueError(f"sequence length {q.shape[1]} does not match the layout's {layout.seq_len} tokens")
     if backend == "reference" or (backend == "auto" and not _triton_usable(q)):
-        if backend == "auto" and q.is_cuda:
-            _warn_once("Triton is not available: ditaccel runs sparse attention on the (slower) PyTorch reference backend.")
+        if backend == "auto":
+            _warn_once(
+                "Triton is not available: ditaccel runs sparse attention on the (slower) PyTorch reference backend."
+                if q.is_cuda
+                else "no CUDA device: ditaccel computes sparse attention with the exact PyTorch reference backend "
+                "(a correctness fallback, not a fast path)"
+            )
         return reference_block_sparse_attention(q, k, v, layout, kv_len, scale)
     if not q.is_cuda and not _interpreting():
         raise ValueError(
