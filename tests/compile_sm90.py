@@ -16,7 +16,8 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from ditaccel.kernels import block_sparse_triton as bst
 
 
-def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, has_partial=True, has_kv_len=False, tma=True, dtype=torch.bfloat16):
+def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, has_partial=True, has_kv_len=False, tma=True, ragged=False,
+                   dtype=torch.bfloat16):
     fn = bst._block_sparse_fwd
     B, N, H = 1, 75776, 40
 
@@ -25,13 +26,13 @@ def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, has_partial=True, h
 
     ptr = torch.empty(1, dtype=dtype)
     i32, i8 = torch.empty(1, dtype=torch.int32), torch.empty(1, dtype=torch.int8)
-    vals = dict(Q=desc(BM), K=desc(BN), V=desc(BN), O=desc(BM)) if tma else dict(Q=ptr, K=ptr, V=ptr, O=ptr)
+    vals = dict(Q=desc(BM), K=desc(BN), V=desc(BN), O=ptr if ragged else desc(BM)) if tma else dict(Q=ptr, K=ptr, V=ptr, O=ptr)
     for t in "qkvo":
         vals.update({f"stride_{t}b": N * H * D, f"stride_{t}n": H * D, f"stride_{t}h": D})
     vals.update(kv_counts=i32, kv_indices=i32, kv_partial=i8, q_lo=i32, q_hi=i32, k_coord=i32, kv_len=i32, qk_scale=0.1,
                 seq_len=N, num_heads=H, num_groups=1, num_q_blocks=N // 128, lut_width=200, SEQ_BUCKET=131072)
     const = dict(HEAD_DIM=D, LAYOUT_BLOCK=128, BLOCK_M=BM, BLOCK_N=BN, NUM_STAGES=stages, HAS_PARTIAL=has_partial,
-                 HAS_KV_LEN=has_kv_len, USE_TMA=tma, WARP_SPECIALIZE=False)
+                 HAS_KV_LEN=has_kv_len, USE_TMA=tma, RAGGED=ragged, WARP_SPECIALIZE=False)
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in const:
@@ -49,5 +50,6 @@ def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, has_partial=True, h
 
 
 if __name__ == "__main__":
-    cases = [dict(), dict(has_kv_len=True), dict(has_partial=False), dict(D=64, warps=4), dict(BN=64), dict(tma=False)]
+    cases = [dict(), dict(has_kv_len=True), dict(has_partial=False), dict(D=64, warps=4), dict(BN=64), dict(tma=False),
+             dict(ragged=True), dict(ragged=True, tma=False), dict(ragged=True, D=64, warps=4)]
     json.dump([dict(cfg, **compile_config(**cfg)) for cfg in cases], sys.stdout)

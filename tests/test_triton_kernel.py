@@ -196,6 +196,54 @@ def test_load_paths_and_strided_inputs(use_tma):
 
 
 @needs_process
+@pytest.mark.parametrize("use_tma", [True, False], ids=["descriptors", "pointers"])
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_unpadded_raster_sequence(dtype, D, use_tma):
+    # 6 x 8 x 11 = 528 tokens, layout 576 (9 blocks of 64): the last block holds 16 real tokens
+    # and q, k, v stop there. Two batches: the last tile of batch 0 must not touch batch 1.
+    layout = Radial(decay=0.5, block_size=64, sink=True).build_layout((6, 8, 11))
+    N = 6 * 8 * 11
+    assert N % 64 and layout.seq_len == 576
+    gen = torch.Generator().manual_seed(13)
+    q, k, v = (torch.randn(2, N, 2, D, generator=gen).to(DEVICE, dtype) for _ in range(3))
+    lay = layout.to(DEVICE)
+    ref = reference_block_sparse_attention(q.double(), k.double(), v.double(), lay)
+    padded = [torch.cat([x.double(), x.new_zeros(2, layout.seq_len - N, 2, D).double()], 1) for x in (q, k, v)]
+    assert torch.equal(ref, reference_block_sparse_attention(*padded, lay)[:, :N])  # the oracle pads
+    for config in (None, {"BLOCK_M": 32, "BLOCK_N": 32}):  # 32-row tiles: one lies wholly past N
+        out = bst.block_sparse_attention_fwd(q, k, v, lay.kv_counts, lay.kv_indices, lay.kv_partial, lay.q_lo, lay.q_hi,
+                                             lay.k_coord, None, None, 64, use_tma=use_tma, config=config)
+        assert out.shape == q.shape and torch.isfinite(out).all()
+        assert rel_err(out, ref) < TOL[dtype]
+    kv_len = torch.tensor([N - 40, N + 30], dtype=torch.int32)  # a key length past N is cut at N
+    out = block_sparse_attention(q, k, v, lay, kv_len.to(DEVICE), backend="triton")
+    assert rel_err(out, reference_block_sparse_attention(q.double(), k.double(), v.double(), lay, kv_len)) < TOL[dtype]
+
+
+@needs_process
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_sparse_attention_raster_without_copies_equals_padded_path(dtype, monkeypatch):
+    from ditaccel.kernels.tiling import TokenTiling
+    from ditaccel.plugins.sparse_attention import SparseAttention
+
+    grid, H, D = (5, 8, 13), 2, 64
+    runner = SparseAttention(Radial(decay=0.5, block_size=64, sink=True), backend="triton")
+    gen = torch.Generator().manual_seed(17)
+    qkv = torch.randn(1, 5 * 8 * 13, 3, H, D, generator=gen).to(DEVICE, dtype)  # a fused projection
+    q, k, v = qkv.unbind(2)
+    layout = runner.layout(grid, 0, q.device)
+    assert layout.seq_len > q.shape[1]
+    tiling = layout.tiling
+    padded = block_sparse_attention(*(tiling.to_canonical(x).contiguous() for x in (q, k, v)), layout, backend="triton")
+    copies = []
+    monkeypatch.setattr(TokenTiling, "to_canonical", lambda self, x, dim=1: copies.append(1))
+    out = runner(q, k, v, grid)
+    assert not copies
+    assert torch.equal(out, tiling.from_canonical(padded))
+
+
+@needs_process
 def test_unsupported_head_dim_is_padded_and_scale_kept():
     layout = Radial(decay=1.0, block_size=64, sink=False).build_layout((2, 8, 8)).to(DEVICE)
     gen = torch.Generator().manual_seed(7)

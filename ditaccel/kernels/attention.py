@@ -27,16 +27,21 @@ def block_sparse_attention(
     scale: float | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """Attention of canonical-order q, k, v ([B, N, H, D], N == layout.seq_len) over ``layout``.
+    """Attention of canonical-order q, k, v ([B, N, H, D]) over ``layout``.
 
+    N is ``layout.seq_len``, or less by under one block: a raster-order sequence need not be
+    padded, the tokens from N on are treated as absent (not attended, not returned).
     kv_len: optional int [B]; keys at positions >= kv_len[b] are ignored (padded text tokens).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"q, k, v must all be [batch, seq, heads, head_dim]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if q.shape[1] != layout.seq_len:
-        raise ValueError(f"sequence length {q.shape[1]} does not match the layout's {layout.seq_len} tokens")
+    if not layout.seq_len - layout.block_size < q.shape[1] <= layout.seq_len:
+        raise ValueError(
+            f"sequence length {q.shape[1]} does not match the layout's {layout.seq_len} tokens (it may be shorter "
+            f"by less than one block of {layout.block_size}: the missing tail counts as padding)"
+        )
     if backend == "reference" or (backend == "auto" and not _triton_usable(q)):
         if backend == "auto":
             _warn_once(

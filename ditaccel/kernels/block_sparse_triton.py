@@ -15,6 +15,14 @@ block that crosses the per-batch key length (padded text) gets `col < kv_len`; b
 by one scalar branch per block, so whole blocks never pay for them. Rows that see no key at all
 (padding queries) finish with l == 0 and are written as zeros, like the reference.
 
+Ragged sequences. q, k, v and the output may hold N tokens with seq_len - block_size < N <=
+seq_len (a raster-order layout whose padding tokens the caller never materialised): tokens >= N
+are absent. Keys >= N are masked like keys beyond kv_len (only blocks crossing N pay), query
+rows >= N are not stored. Loads past N need no mask with descriptors (rows of the next batch are
+finite and masked out; past the tensor TMA zero-fills) but do with pointers, and the output is
+then stored with masked pointer stores: a descriptor store of the last tile would spill into the
+next batch's rows.
+
 K/V go through tensor descriptors (TMA on Hopper) over the [B*N, H*D] view of the canonical
 [B, N, H, D] tensors, so the kernel reads the model's layout directly with no transpose copy;
 other GPUs (and non-viewable strides) use plain pointer loads.
@@ -44,14 +52,22 @@ def interpreting() -> bool:
 
 
 @triton.jit
-def _load_tile(src, bh_offset, stride_n, row0, desc_row0, col0, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr):
+def _load_tile(
+    src, bh_offset, stride_n, row0, desc_row0, col0, n_rows,
+    BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr, RAGGED: tl.constexpr,
+):
     """[BLOCK, HEAD_DIM] tile of tokens row0.. of one (batch, head): through the descriptor, or
-    from the base pointer ``src`` plus the (batch, head) element offset."""
+    from the base pointer ``src`` plus the (batch, head) element offset (zeros from row n_rows on
+    when RAGGED)."""
     if USE_TMA:
         return src.load([desc_row0 + row0, col0])
     else:
         rows = (row0 + tl.arange(0, BLOCK)).to(tl.int64)
-        return tl.load(src + bh_offset + rows[:, None] * stride_n + tl.arange(0, HEAD_DIM)[None, :])
+        ptrs = src + bh_offset + rows[:, None] * stride_n + tl.arange(0, HEAD_DIM)[None, :]
+        if RAGGED:
+            return tl.load(ptrs, mask=rows[:, None] < n_rows, other=0.0)
+        else:
+            return tl.load(ptrs)
 
 
 @triton.jit
@@ -61,7 +77,7 @@ def _masked_scores(
 ):
     """qk with -inf where the key is beyond kv_len or (partial blocks only) outside the query's box."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    keep = offs_n[None, :] < kv_end  # kv_end is seq_len without a key length: all true
+    keep = offs_n[None, :] < kv_end
     if HAS_PARTIAL:
         qrow = offs_m.to(tl.int64) * 4
         kcol = offs_n.to(tl.int64) * 4
@@ -75,7 +91,7 @@ def _masked_scores(
 
 @triton.jit
 def _block_sparse_fwd(
-    Q, K, V, O,  # tensor descriptors (USE_TMA) or base pointers of [B, N, H, D] tensors
+    Q, K, V, O,  # tensor descriptors (USE_TMA; O a base pointer when RAGGED) or base pointers of [B, N, H, D] tensors
     stride_qb, stride_qn, stride_qh,
     stride_kb, stride_kn, stride_kh,
     stride_vb, stride_vn, stride_vh,
@@ -84,7 +100,7 @@ def _block_sparse_fwd(
     q_lo, q_hi, k_coord,  # int32 [N, 4]
     kv_len,  # int32 [B] (only read with HAS_KV_LEN)
     qk_scale,  # softmax scale * log2(e)
-    seq_len, num_heads, num_groups, num_q_blocks, lut_width,
+    seq_len, num_heads, num_groups, num_q_blocks, lut_width,  # seq_len: N, the tokens q/k/v/O hold
     SEQ_BUCKET,  # autotune key only
     HEAD_DIM: tl.constexpr,
     LAYOUT_BLOCK: tl.constexpr,
@@ -94,6 +110,7 @@ def _block_sparse_fwd(
     HAS_PARTIAL: tl.constexpr,
     HAS_KV_LEN: tl.constexpr,
     USE_TMA: tl.constexpr,
+    RAGGED: tl.constexpr,  # N is not a multiple of LAYOUT_BLOCK (the layout covers more tokens)
     WARP_SPECIALIZE: tl.constexpr = False,
 ):
     # Query tiles are the fastest grid axis: programs of one head run together and share its
@@ -116,11 +133,13 @@ def _block_sparse_fwd(
     v_off = b64 * stride_vb + h64 * stride_vh
     desc_row0 = b * seq_len  # row of token 0 of this batch in the [B*N, H*D] descriptor view
     col0 = h * HEAD_DIM
-    q = _load_tile(Q, q_off, stride_qn, start_m, desc_row0, col0, BLOCK_M, HEAD_DIM, USE_TMA)
+    q = _load_tile(Q, q_off, stride_qn, start_m, desc_row0, col0, seq_len, BLOCK_M, HEAD_DIM, USE_TMA, RAGGED)
 
     kv_end = seq_len
     if HAS_KV_LEN:
-        kv_end = tl.load(kv_len + b)
+        kv_end = tl.minimum(tl.load(kv_len + b), seq_len)
+    # Key tiles crossing kv_end need the column test (text padding, or the ragged end).
+    CHECK_KV_END: tl.constexpr = HAS_KV_LEN or RAGGED
 
     # m starts finite so that fully masked tiles never produce (-inf) - (-inf).
     m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)
@@ -132,19 +151,19 @@ def _block_sparse_fwd(
     for it in tl.range(0, count * SUB, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
         entry = it // SUB
         start_n = tl.load(idx_row + entry) * LAYOUT_BLOCK + (it % SUB) * BLOCK_N
-        k = _load_tile(K, k_off, stride_kn, start_n, desc_row0, col0, BLOCK_N, HEAD_DIM, USE_TMA)
-        v = _load_tile(V, v_off, stride_vn, start_n, desc_row0, col0, BLOCK_N, HEAD_DIM, USE_TMA)
+        k = _load_tile(K, k_off, stride_kn, start_n, desc_row0, col0, seq_len, BLOCK_N, HEAD_DIM, USE_TMA, RAGGED)
+        v = _load_tile(V, v_off, stride_vn, start_n, desc_row0, col0, seq_len, BLOCK_N, HEAD_DIM, USE_TMA, RAGGED)
         qk = tl.dot(q, tl.trans(k))
         # One scalar test per block; whole blocks inside kv_len skip the mask entirely.
         if HAS_PARTIAL:
             is_partial = tl.load(flag_row + entry).to(tl.int32)
-            if HAS_KV_LEN:
+            if CHECK_KV_END:
                 need_mask = (is_partial != 0) | (start_n + BLOCK_N > kv_end)
             else:
                 need_mask = is_partial != 0
             if need_mask:
                 qk = _masked_scores(qk, offs_m, start_n, is_partial, kv_end, q_lo, q_hi, k_coord, BLOCK_N, True)
-        elif HAS_KV_LEN:
+        elif CHECK_KV_END:
             if start_n + BLOCK_N > kv_end:
                 qk = _masked_scores(qk, offs_m, start_n, 0, kv_end, q_lo, q_hi, k_coord, BLOCK_N, False)
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
@@ -157,12 +176,16 @@ def _block_sparse_fwd(
 
     l_i = tl.where(l_i == 0.0, 1.0, l_i)  # rows with no key at all: output 0
     out = (acc / l_i[:, None]).to(q.dtype)
-    if USE_TMA:
+    if USE_TMA and not RAGGED:
         O.store([desc_row0 + start_m, col0], out)
     else:
         o_base = O + b64 * stride_ob + h64 * stride_oh
         rows = offs_m.to(tl.int64)
-        tl.store(o_base + rows[:, None] * stride_on + tl.arange(0, HEAD_DIM)[None, :], out)
+        o_ptrs = o_base + rows[:, None] * stride_on + tl.arange(0, HEAD_DIM)[None, :]
+        if RAGGED:
+            tl.store(o_ptrs, out, mask=rows[:, None] < seq_len)
+        else:
+            tl.store(o_ptrs, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,7 +204,8 @@ def _set_descriptor_blocks(nargs) -> None:
         return
     d, bm, bn = nargs["HEAD_DIM"], nargs["BLOCK_M"], nargs["BLOCK_N"]
     nargs["Q"].block_shape = [bm, d]
-    nargs["O"].block_shape = [bm, d]
+    if not nargs.get("RAGGED"):
+        nargs["O"].block_shape = [bm, d]
     nargs["K"].block_shape = [bn, d]
     nargs["V"].block_shape = [bn, d]
 
@@ -231,7 +255,7 @@ def _prune_configs(configs, named_args, **kwargs):
 
 _block_sparse_fwd_tuned = triton.autotune(
     configs=AUTOTUNE_CONFIGS,
-    key=["HEAD_DIM", "LAYOUT_BLOCK", "SEQ_BUCKET", "HAS_PARTIAL", "HAS_KV_LEN", "USE_TMA"],
+    key=["HEAD_DIM", "LAYOUT_BLOCK", "SEQ_BUCKET", "HAS_PARTIAL", "HAS_KV_LEN", "USE_TMA", "RAGGED"],
     prune_configs_by={"early_config_prune": _prune_configs},
 )(_block_sparse_fwd)
 
@@ -300,14 +324,22 @@ def block_sparse_attention_fwd(
     """Raw launcher. q, k, v: [B, N, H, D] (canonical order, last dim contiguous); LUT tensors as
     in BlockLayout, on q's device. Returns a new [B, N, H, D] tensor.
 
+    N may fall short of the layout's length L (kv_counts.shape[1] * block_size) by less than one
+    block: tokens N..L-1 are then treated as absent (keys masked, query rows not computed), which
+    spares the caller from padding raster-order sequences.
+
     has_partial=False skips the per-block partial-flag test (for layouts with no partial block).
     config: {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"} to bypass the autotuner.
     """
     B, N, H, D = q.shape
     if D not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head_dim must be one of {SUPPORTED_HEAD_DIMS} for the Triton kernel, got {D}")
-    if N % block_size:
-        raise ValueError(f"sequence length {N} must be a multiple of block_size={block_size}")
+    layout_len = kv_counts.shape[-1] * block_size
+    if not layout_len - block_size < N <= layout_len:
+        raise ValueError(
+            f"sequence length {N} must be within one block (block_size={block_size}) below the layout's {layout_len} tokens"
+        )
+    ragged = N != layout_len
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord = (
         x.contiguous() for x in (kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord)
@@ -322,6 +354,8 @@ def block_sparse_attention_fwd(
     tma = _use_tma(q, k, v, out) if use_tma is None else use_tma
     if tma:
         Qa, Ka, Va, Oa = (_descriptor(x, block_size) for x in (q, k, v, out))
+        if ragged:
+            Oa = out  # masked pointer stores (see the module docstring)
     else:
         Qa, Ka, Va, Oa = q, k, v, out
     has_kv_len = kv_len is not None
@@ -334,9 +368,10 @@ def block_sparse_attention_fwd(
         N, H, G, M, W,
         1 << max(N - 1, 1).bit_length(),
     )
-    flags = dict(HEAD_DIM=D, LAYOUT_BLOCK=block_size, HAS_PARTIAL=bool(has_partial), HAS_KV_LEN=has_kv_len, USE_TMA=tma)
+    flags = dict(HEAD_DIM=D, LAYOUT_BLOCK=block_size, HAS_PARTIAL=bool(has_partial), HAS_KV_LEN=has_kv_len, USE_TMA=tma,
+                 RAGGED=ragged)
     if config is None and not interpreting():
-        grid = lambda meta: (N // meta["BLOCK_M"], B * H)  # noqa: E731
+        grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]), B * H)  # noqa: E731
         _block_sparse_fwd_tuned[grid](*args, **flags)
         return out
     cfg = dict(default_config(D, block_size), **(config or {}))
@@ -344,8 +379,9 @@ def block_sparse_attention_fwd(
     if block_size % bm or block_size % bn:
         raise ValueError(f"BLOCK_M={bm} and BLOCK_N={bn} must divide the layout block size {block_size}")
     if tma:
-        _set_descriptor_blocks({"Q": Qa, "K": Ka, "V": Va, "O": Oa, "USE_TMA": True, "HEAD_DIM": D, "BLOCK_M": bm, "BLOCK_N": bn})
-    _block_sparse_fwd[(N // bm, B * H)](
+        _set_descriptor_blocks({"Q": Qa, "K": Ka, "V": Va, "O": Oa, "USE_TMA": True, "RAGGED": ragged, "HEAD_DIM": D,
+                                "BLOCK_M": bm, "BLOCK_N": bn})
+    _block_sparse_fwd[(triton.cdiv(N, bm), B * H)](
         *args, **flags, BLOCK_M=bm, BLOCK_N=bn, NUM_STAGES=cfg["num_stages"],
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],

@@ -45,11 +45,20 @@ def reference_block_sparse_attention(
     scale: float | None = None,
     max_chunk_elems: int = 2**27,
 ) -> torch.Tensor:
-    """q, k, v: [B, N, H, D] in canonical order (N == layout.seq_len). kv_len: int [B], keys at
-    positions >= kv_len[b] are ignored (padded text). Returns [B, N, H, D]."""
+    """q, k, v: [B, N, H, D] in canonical order. kv_len: int [B], keys at positions >= kv_len[b]
+    are ignored (padded text). Returns [B, N, H, D].
+
+    N is the layout's seq_len, or less by under one block: the missing tail tokens are absent
+    (zero-padded here, masked as keys and dropped from the output), as in the Triton kernel."""
     B, N, H, D = q.shape
-    if N != layout.seq_len:
-        raise ValueError(f"sequence length {N} does not match the layout's {layout.seq_len}")
+    L = layout.seq_len
+    if not L - layout.block_size < N <= L:
+        raise ValueError(f"sequence length {N} must be the layout's {L} tokens, or less by under one block ({layout.block_size})")
+    if N < L:
+        pad = lambda x: torch.cat([x, x.new_zeros(B, L - N, H, D)], dim=1)  # noqa: E731
+        tail_len = torch.full((B,), N, dtype=torch.long, device=q.device)
+        kv_len = tail_len if kv_len is None else torch.minimum(kv_len.to(q.device).long(), tail_len)
+        return reference_block_sparse_attention(pad(q), pad(k), pad(v), layout, kv_len, scale, max_chunk_elems)[:, :N]
     G = layout.kv_indices.shape[0]
     bs = layout.block_size
     qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # [B, H, N, D]

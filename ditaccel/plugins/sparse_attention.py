@@ -4,7 +4,9 @@ The processors hand over q, k, v as [B, S, H, D] in the model's order (video tok
 text first, last or absent). This object:
 1. checks that the video part matches the latent grid,
 2. moves video tokens into the method's canonical (tiled) order and appends the text tokens,
-   valid ones first per sample, so padded text keys are cut off by a per-sample key length,
+   valid ones first per sample, so padded text keys are cut off by a per-sample key length
+   (skipped for raster-order layouts without text: the kernel takes the model's tensors as they
+   are, the layout's end padding being treated as absent tokens),
 3. runs the block-sparse kernel on the method's layout (built once per grid, text length and
    device, then cached),
 4. puts the output back in the model's order.
@@ -77,6 +79,10 @@ class SparseAttention:
             )
         layout = self.layout(grid, text_len, q.device)
         tiling = layout.tiling
+        if text_len == 0 and tiling.tile is None:
+            # Raster order is canonical order up to the padding at the end, which the kernel
+            # treats as absent when the sequence stops short of it: no copies in or out.
+            return block_sparse_attention(q, k, v, layout, None, scale, self.backend)
 
         def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             if text_len == 0:
