@@ -196,6 +196,30 @@ def test_load_paths_and_strided_inputs(use_tma):
 
 
 @needs_process
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_box_test_edges_and_empty_boxes(dtype):
+    # Every block partial, random boxes whose edges land on key coordinates (the unsigned range
+    # test must keep lo and hi inclusive), some starting below 0 (padding keys, coordinate -1,
+    # must still need the group coordinate to reject them) and some empty (must admit nothing).
+    from ditaccel.kernels.layout import BOX_MAX
+
+    tiling = build_tiling((2, 12, 20), None, 64)  # 480 tokens: the last block is partly padding
+    n = tiling.canon_len
+    gen = torch.Generator().manual_seed(19)
+    lo = torch.randint(-2, 10, (n, 4), generator=gen, dtype=torch.int32)
+    hi = lo + torch.randint(0, 12, (n, 4), generator=gen, dtype=torch.int32)
+    lo[:, 0], hi[:, 0] = 0, 0  # group coordinate
+    lo[:, 1], hi[:, 1] = 0, BOX_MAX
+    empty = torch.rand(n, generator=gen) < 0.1
+    lo[empty], hi[empty] = BOX_MAX, -1
+    nb = tiling.num_blocks
+    counts, idx, flags = pack_block_mask(torch.ones(nb, nb, dtype=torch.bool), torch.ones(nb, nb, dtype=torch.bool))
+    layout = BlockLayout(64, n, counts, idx, flags, lo, hi, tiling.coords.clone(), tiling)
+    out, _ = check(layout, B=1, H=1, D=64, dtype=dtype)
+    assert out[0, empty.to(out.device)].abs().max() == 0
+
+
+@needs_process
 @pytest.mark.parametrize("use_tma", [True, False], ids=["descriptors", "pointers"])
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -10,9 +10,14 @@ maximum from m to m' it rescales l and acc by 2^(m - m'). Folding c into the exp
 (c*s - m) costs nothing over a plain subtraction and keeps q unrounded.
 
 Masking. Whole blocks (the common case after token tiling) run with no mask at all. A block the
-layout flags partial gets the exact box test (4 canonical coordinates, 2 comparisons each), and a
-block that crosses the per-batch key length (padded text) gets `col < kv_len`; both are decided
-by one scalar branch per block, so whole blocks never pay for them. Rows that see no key at all
+layout flags partial gets the exact box test over the 4 canonical coordinates, and a block that
+crosses the per-batch key length (padded text) gets `col < kv_len`; both are decided by one
+scalar branch per block, so whole blocks never pay for them. The box test lo <= k <= hi is one
+unsigned comparison per coordinate, (k - lo) <= (hi - lo) as uint32: below lo the difference
+wraps to above 2^31, past any width (coordinates and widths stay under 2^31). Each program reads
+its rows' lo and width once, before the key loop. Empty boxes (hi < lo: padding queries) would
+get a negative width, which as uint32 admits everything, so they become lo = -2, width 0: no
+coordinate is -2 (real ones are >= 0, padding -1), so they still admit nothing. Rows that see no key at all
 (padding queries) finish with l == 0 and are written as zeros, like the reference.
 
 Ragged sequences. q, k, v and the output may hold N tokens with seq_len - block_size < N <=
@@ -71,21 +76,34 @@ def _load_tile(
 
 
 @triton.jit
+def _box_lo_width(q_lo, q_hi, offs_m, c: tl.constexpr):
+    """One coordinate of the rows' boxes as (lo, width) for the unsigned range test; empty boxes
+    become (-2, 0), which no coordinate passes (see the module docstring)."""
+    qrow = offs_m.to(tl.int64) * 4 + c
+    lo = tl.load(q_lo + qrow)
+    width = tl.load(q_hi + qrow) - lo
+    empty = width < 0
+    return tl.where(empty, -2, lo), tl.where(empty, 0, width).to(tl.uint32)
+
+
+@triton.jit
+def _in_range(k_coord, kcol, c: tl.constexpr, lo, width):
+    """[rows, cols]: lo <= k <= lo + width, as one unsigned comparison."""
+    kc = tl.load(k_coord + kcol + c)
+    return (kc[None, :] - lo[:, None]).to(tl.uint32) <= width[:, None]
+
+
+@triton.jit
 def _masked_scores(
-    qk, offs_m, start_n, is_partial, kv_end, q_lo, q_hi, k_coord,
-    BLOCK_N: tl.constexpr, HAS_PARTIAL: tl.constexpr,
+    qk, start_n, is_partial, kv_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
+    BLOCK_N: tl.constexpr,
 ):
-    """qk with -inf where the key is beyond kv_len or (partial blocks only) outside the query's box."""
+    """qk with -inf where the key is beyond kv_end or (partial blocks only) outside the query's box."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    keep = offs_n[None, :] < kv_end
-    if HAS_PARTIAL:
-        qrow = offs_m.to(tl.int64) * 4
-        kcol = offs_n.to(tl.int64) * 4
-        inside = offs_n[None, :] >= 0
-        for c in tl.static_range(4):
-            kc = tl.load(k_coord + kcol + c)[None, :]
-            inside = inside & (tl.load(q_lo + qrow + c)[:, None] <= kc) & (kc <= tl.load(q_hi + qrow + c)[:, None])
-        keep = keep & (inside | (is_partial == 0))
+    kcol = offs_n.to(tl.int64) * 4
+    inside = _in_range(k_coord, kcol, 0, lo0, w0) & _in_range(k_coord, kcol, 1, lo1, w1)
+    inside = inside & _in_range(k_coord, kcol, 2, lo2, w2) & _in_range(k_coord, kcol, 3, lo3, w3)
+    keep = (offs_n[None, :] < kv_end) & (inside | (is_partial == 0))
     return tl.where(keep, qk, float("-inf"))
 
 
@@ -140,6 +158,11 @@ def _block_sparse_fwd(
         kv_end = tl.minimum(tl.load(kv_len + b), seq_len)
     # Key tiles crossing kv_end need the column test (text padding, or the ragged end).
     CHECK_KV_END: tl.constexpr = HAS_KV_LEN or RAGGED
+    if HAS_PARTIAL:
+        lo0, w0 = _box_lo_width(q_lo, q_hi, offs_m, 0)
+        lo1, w1 = _box_lo_width(q_lo, q_hi, offs_m, 1)
+        lo2, w2 = _box_lo_width(q_lo, q_hi, offs_m, 2)
+        lo3, w3 = _box_lo_width(q_lo, q_hi, offs_m, 3)
 
     # m starts finite so that fully masked tiles never produce (-inf) - (-inf).
     m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)
@@ -162,10 +185,11 @@ def _block_sparse_fwd(
             else:
                 need_mask = is_partial != 0
             if need_mask:
-                qk = _masked_scores(qk, offs_m, start_n, is_partial, kv_end, q_lo, q_hi, k_coord, BLOCK_N, True)
+                qk = _masked_scores(qk, start_n, is_partial, kv_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3, BLOCK_N)
         elif CHECK_KV_END:
             if start_n + BLOCK_N > kv_end:
-                qk = _masked_scores(qk, offs_m, start_n, 0, kv_end, q_lo, q_hi, k_coord, BLOCK_N, False)
+                offs_n = start_n + tl.arange(0, BLOCK_N)
+                qk = tl.where(offs_n[None, :] < kv_end, qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         p = tl.math.exp2(qk * qk_scale - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
