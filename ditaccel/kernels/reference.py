@@ -16,7 +16,7 @@ from .layout import BlockLayout
 def layout_token_mask(layout: BlockLayout, q_blocks: slice, group: int | None = None) -> torch.Tensor:
     """bool [G, rows, seq_len]: which keys each query row of ``q_blocks`` attends (before the
     per-batch key length). ``group`` selects one LUT row group."""
-    bs, n = layout.block_size, layout.seq_len
+    bs = layout.block_size
     idx = layout.kv_indices[:, q_blocks].long()
     flags = layout.kv_partial[:, q_blocks]
     if group is not None:

@@ -31,6 +31,10 @@ class ModelAdapter:
     transformer_classes: tuple[str, ...] = ()
     text_position: str = "none"
     timestep_scale: float = 1.0
+    # (block list attribute, attention attribute) in forward order; layer indices run across groups.
+    layer_groups: tuple[tuple[str, str], ...] = ()
+    upstream_processors: tuple[type, ...] = ()  # the processors the sparse twin knows how to replace
+    sparse_processor_class: type | None = None
 
     def matches(self, transformer: torch.nn.Module) -> bool:
         return type(transformer).__name__ in self.transformer_classes
@@ -42,11 +46,17 @@ class ModelAdapter:
         return kwargs["timestep"] if "timestep" in kwargs else args[1]
 
     def attention_layers(self, transformer: torch.nn.Module) -> list[AttentionLayer]:
-        raise NotImplementedError
+        named = [
+            (f"{blocks}.{i}.{attention}", getattr(block, attention))
+            for blocks, attention in self.layer_groups
+            for i, block in enumerate(getattr(transformer, blocks))
+        ]
+        return [AttentionLayer(index, name, module) for index, (name, module) in enumerate(named)]
 
     def sparse_processor(self, original, layer: AttentionLayer, patch_state) -> object:
         """A processor for ``layer`` that runs the sparse path; ``original`` is the upstream one."""
-        raise NotImplementedError
+        require_processor(original, layer, *self.upstream_processors)
+        return self.sparse_processor_class(layer.index, patch_state)
 
 
 def argument(args: tuple, kwargs: dict, name: str, position: int):

@@ -14,7 +14,7 @@ import torch
 from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0, FusedCogVideoXAttnProcessor2_0
 from diffusers.models.embeddings import apply_rotary_emb
 
-from .base import AttentionLayer, ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel, require_processor
+from .base import ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel
 
 
 class CogVideoXSparseProcessor(SparseProcessorMixin, CogVideoXAttnProcessor2_0):
@@ -65,6 +65,9 @@ class CogVideoXAdapter(ModelAdapter):
     family = "cogvideox"
     transformer_classes = ("CogVideoXTransformer3DModel",)
     text_position = "first"
+    layer_groups = (("transformer_blocks", "attn1"),)
+    upstream_processors = (CogVideoXAttnProcessor2_0, FusedCogVideoXAttnProcessor2_0,)
+    sparse_processor_class = CogVideoXSparseProcessor
 
     def grid(self, transformer, args, kwargs):
         hidden_states = argument(args, kwargs, "hidden_states", 0)  # [B, F, C, H, W]
@@ -74,12 +77,3 @@ class CogVideoXAdapter(ModelAdapter):
 
     def timestep(self, args, kwargs):
         return argument(args, kwargs, "timestep", 2)
-
-    def attention_layers(self, transformer):
-        return [
-            AttentionLayer(i, f"transformer_blocks.{i}.attn1", block.attn1) for i, block in enumerate(transformer.transformer_blocks)
-        ]
-
-    def sparse_processor(self, original, layer, patch_state):
-        require_processor(original, layer, CogVideoXAttnProcessor2_0, FusedCogVideoXAttnProcessor2_0)
-        return CogVideoXSparseProcessor(layer.index, patch_state)

@@ -16,7 +16,7 @@ import torch
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _get_qkv_projections
 
-from .base import AttentionLayer, ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel, require_processor
+from .base import ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel
 
 
 class FluxSparseProcessor(SparseProcessorMixin, FluxAttnProcessor):
@@ -68,6 +68,9 @@ class FluxAdapter(ModelAdapter):
     family = "flux"
     transformer_classes = ("FluxTransformer2DModel",)
     text_position = "first"
+    layer_groups = (("transformer_blocks", "attn"), ("single_transformer_blocks", "attn"))
+    upstream_processors = (FluxAttnProcessor,)
+    sparse_processor_class = FluxSparseProcessor
     timestep_scale = 1.0 / 1000.0
 
     def grid(self, transformer, args, kwargs):
@@ -94,12 +97,3 @@ class FluxAdapter(ModelAdapter):
 
     def timestep(self, args, kwargs):
         return argument(args, kwargs, "timestep", 3)
-
-    def attention_layers(self, transformer):
-        dual = [(f"transformer_blocks.{i}.attn", block.attn) for i, block in enumerate(transformer.transformer_blocks)]
-        single = [(f"single_transformer_blocks.{j}.attn", block.attn) for j, block in enumerate(transformer.single_transformer_blocks)]
-        return [AttentionLayer(index, name, module) for index, (name, module) in enumerate(dual + single)]
-
-    def sparse_processor(self, original, layer, patch_state):
-        require_processor(original, layer, FluxAttnProcessor)
-        return FluxSparseProcessor(layer.index, patch_state)

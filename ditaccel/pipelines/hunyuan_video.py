@@ -17,7 +17,7 @@ import torch
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
 
-from .base import AttentionLayer, ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel, require_processor
+from .base import ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel
 
 
 def key_padding_text_mask(attention_mask: torch.Tensor | None, batch: int, n_video: int, text_len: int):
@@ -95,6 +95,9 @@ class HunyuanVideoAdapter(ModelAdapter):
     family = "hunyuan_video"
     transformer_classes = ("HunyuanVideoTransformer3DModel",)
     text_position = "last"
+    layer_groups = (("transformer_blocks", "attn"), ("single_transformer_blocks", "attn"))
+    upstream_processors = (HunyuanVideoAttnProcessor2_0,)
+    sparse_processor_class = HunyuanVideoSparseProcessor
 
     def grid(self, transformer, args, kwargs):
         hidden_states = argument(args, kwargs, "hidden_states", 0)  # [B, C, F, H, W]
@@ -104,12 +107,3 @@ class HunyuanVideoAdapter(ModelAdapter):
 
     def timestep(self, args, kwargs):
         return argument(args, kwargs, "timestep", 1)
-
-    def attention_layers(self, transformer):
-        dual = [(f"transformer_blocks.{i}.attn", block.attn) for i, block in enumerate(transformer.transformer_blocks)]
-        single = [(f"single_transformer_blocks.{j}.attn", block.attn) for j, block in enumerate(transformer.single_transformer_blocks)]
-        return [AttentionLayer(index, name, module) for index, (name, module) in enumerate(dual + single)]
-
-    def sparse_processor(self, original, layer, patch_state):
-        require_processor(original, layer, HunyuanVideoAttnProcessor2_0)
-        return HunyuanVideoSparseProcessor(layer.index, patch_state)

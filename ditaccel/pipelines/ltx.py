@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from diffusers.models.transformers.transformer_ltx import LTXVideoAttnProcessor, apply_rotary_emb
 
-from .base import AttentionLayer, ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel, require_processor
+from .base import ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel
 
 
 class LTXSparseProcessor(SparseProcessorMixin, LTXVideoAttnProcessor):
@@ -47,6 +47,9 @@ class LTXAdapter(ModelAdapter):
     family = "ltx"
     transformer_classes = ("LTXVideoTransformer3DModel",)
     text_position = "none"
+    layer_groups = (("transformer_blocks", "attn1"),)
+    upstream_processors = (LTXVideoAttnProcessor,)
+    sparse_processor_class = LTXSparseProcessor
 
     def grid(self, transformer, args, kwargs):
         # forward(hidden_states, encoder_hidden_states, timestep, encoder_attention_mask, num_frames, height, width, ...)
@@ -62,12 +65,3 @@ class LTXAdapter(ModelAdapter):
 
     def timestep(self, args, kwargs):
         return argument(args, kwargs, "timestep", 2)
-
-    def attention_layers(self, transformer):
-        return [
-            AttentionLayer(i, f"transformer_blocks.{i}.attn1", block.attn1) for i, block in enumerate(transformer.transformer_blocks)
-        ]
-
-    def sparse_processor(self, original, layer, patch_state):
-        require_processor(original, layer, LTXVideoAttnProcessor)
-        return LTXSparseProcessor(layer.index, patch_state)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from diffusers.models.attention_processor import MochiAttnProcessor2_0
 
-from .base import AttentionLayer, ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel, require_processor
+from .base import ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel
 
 
 def apply_pairwise_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -93,6 +93,9 @@ class MochiAdapter(ModelAdapter):
     family = "mochi"
     transformer_classes = ("MochiTransformer3DModel",)
     text_position = "last"
+    layer_groups = (("transformer_blocks", "attn1"),)
+    upstream_processors = (MochiAttnProcessor2_0,)
+    sparse_processor_class = MochiSparseProcessor
 
     def grid(self, transformer, args, kwargs):
         hidden_states = argument(args, kwargs, "hidden_states", 0)  # [B, C, F, H, W]
@@ -102,12 +105,3 @@ class MochiAdapter(ModelAdapter):
 
     def timestep(self, args, kwargs):
         return argument(args, kwargs, "timestep", 2)
-
-    def attention_layers(self, transformer):
-        return [
-            AttentionLayer(i, f"transformer_blocks.{i}.attn1", block.attn1) for i, block in enumerate(transformer.transformer_blocks)
-        ]
-
-    def sparse_processor(self, original, layer, patch_state):
-        require_processor(original, layer, MochiAttnProcessor2_0)
-        return MochiSparseProcessor(layer.index, patch_state)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
 
-from .base import AttentionLayer, ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel, require_processor
+from .base import ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel
 
 
 def apply_interleaved_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -55,16 +55,12 @@ class WanAdapter(ModelAdapter):
     family = "wan"
     transformer_classes = ("WanTransformer3DModel",)
     text_position = "none"
+    layer_groups = (("blocks", "attn1"),)
+    upstream_processors = (WanAttnProcessor,)
+    sparse_processor_class = WanSparseProcessor
 
     def grid(self, transformer, args, kwargs):
         hidden_states = argument(args, kwargs, "hidden_states", 0)
         _, _, frames, height, width = hidden_states.shape
         pt, ph, pw = transformer.config.patch_size
         return (frames // pt, height // ph, width // pw)
-
-    def attention_layers(self, transformer):
-        return [AttentionLayer(i, f"blocks.{i}.attn1", block.attn1) for i, block in enumerate(transformer.blocks)]
-
-    def sparse_processor(self, original, layer, patch_state):
-        require_processor(original, layer, WanAttnProcessor)
-        return WanSparseProcessor(layer.index, patch_state)
