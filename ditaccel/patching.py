@@ -23,7 +23,7 @@ from .pipelines.base import AttentionLayer, ModelAdapter
 from .plugins.neighborhood import Neighborhood
 from .plugins.radial import Radial
 from .plugins.sparse_attention import SparseAttention
-from .presets import RADIAL_DEFAULTS, default_schedule, preset
+from .presets import default_schedule, preset, radial_defaults
 from .schedule import Schedule
 
 METHOD_TYPES = (Radial, Neighborhood)
@@ -222,7 +222,7 @@ def _resolve_method(method, family: str):
     if isinstance(method, str):
         return preset(method, family)
     if isinstance(method, Radial):
-        filled = {k: v for k, v in RADIAL_DEFAULTS.get(family, {"decay": 1.0, "sink": False}).items() if getattr(method, k) is None}
+        filled = {k: v for k, v in radial_defaults(family).items() if getattr(method, k) is None}
         return dataclasses.replace(method, **filled), default_schedule(family)
     if isinstance(method, Neighborhood):
         return method, default_schedule(family)

@@ -24,9 +24,6 @@ _NEIGHBORHOOD = {
 }
 PRESETS = {"radial": _RADIAL, "neighborhood": _NEIGHBORHOOD}
 
-# Per-family defaults for fields a user leaves as None in a config object.
-RADIAL_DEFAULTS = {"wan": {"decay": 0.2, "sink": True}, "hunyuan_video": {"decay": 0.95, "sink": False}}
-DEFAULT_SCHEDULE = {"wan": _RADIAL["wan"][1], "hunyuan_video": _RADIAL["hunyuan_video"][1]}
 
 
 def preset(name: str, family: str):
@@ -37,5 +34,12 @@ def preset(name: str, family: str):
     return table.get(family, table["default"])
 
 
+def radial_defaults(family: str) -> dict:
+    """The radial preset's values for the fields a user leaves as None in a Radial config."""
+    config = _RADIAL.get(family, _RADIAL["default"])[0]
+    return {"decay": config.decay, "sink": config.sink}
+
+
 def default_schedule(family: str) -> Schedule:
-    return DEFAULT_SCHEDULE.get(family, Schedule(dense_steps=WARMUP, dense_layers=1))
+    """The schedule used with a config object: the radial preset's schedule for the family."""
+    return _RADIAL.get(family, _RADIAL["default"])[1]
