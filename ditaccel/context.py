@@ -31,14 +31,19 @@ class StepContext:
     call_in_step: int = 0
     calls: int = 0
     _last_timestep: float | None = field(default=None, repr=False)
+    _timesteps_source: torch.Tensor | None = field(default=None, repr=False)
+    _timesteps: torch.Tensor | None = field(default=None, repr=False)
 
     def advance(self, timestep: float, scheduler_timesteps: torch.Tensor | None, timestep_scale: float) -> None:
         """Update the step from this call's timestep."""
         same_step = self._last_timestep is not None and timestep == self._last_timestep
         if scheduler_timesteps is not None and len(scheduler_timesteps) > 0:
-            ts = scheduler_timesteps.detach().float().cpu() * timestep_scale
-            self.step = int((ts - timestep).abs().argmin())
-            self.num_steps = len(ts)
+            if scheduler_timesteps is not self._timesteps_source:
+                # One host copy per generation (set_timesteps makes a new tensor), not per call.
+                self._timesteps_source = scheduler_timesteps
+                self._timesteps = scheduler_timesteps.detach().float().cpu() * timestep_scale
+            self.step = int((self._timesteps - timestep).abs().argmin())
+            self.num_steps = len(self._timesteps)
         elif self._last_timestep is None or timestep > self._last_timestep:
             self.step, self.num_steps = 0, None
         elif not same_step:
