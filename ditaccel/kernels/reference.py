@@ -1,11 +1,14 @@
 """Reference backend: exactly the attention a BlockLayout defines, in plain PyTorch.
 
 It expands the layout into a token mask one chunk of query blocks at a time and calls SDPA on
-that chunk against all keys, so it never holds a sequence x sequence matrix (a 75k-token call
-on a GPU needs a few hundred MB). It is the oracle for the Triton kernels and the CPU fallback.
+that chunk against all keys, so a large layout never needs a sequence x sequence matrix (a
+75k-token call on a GPU needs a few hundred MB); small layouts keep their expanded mask. It is
+the oracle for the Triton kernels and the CPU fallback.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +37,21 @@ def layout_token_mask(layout: BlockLayout, q_blocks: slice, group: int | None = 
     on = block_on.repeat_interleave(bs, dim=1).repeat_interleave(bs, dim=2)
     part = partial.repeat_interleave(bs, dim=1).repeat_interleave(bs, dim=2)
     return on & (~part | box[None])
+
+
+# Expanded token masks of small layouts (the built-in model's 4,096 tokens: 16 MB), kept for the
+# layout's lifetime: as the CPU fallback this runs in every sparse layer of every step, and
+# expanding the LUT each time cost about as much as the attention itself.
+_SMALL_MASK_ELEMS = 2**26
+_small_masks: "weakref.WeakKeyDictionary[BlockLayout, torch.Tensor]" = weakref.WeakKeyDictionary()
+
+
+def _small_layout_mask(layout: BlockLayout) -> torch.Tensor | None:
+    if layout.kv_indices.shape[0] * layout.seq_len**2 > _SMALL_MASK_ELEMS:
+        return None
+    if layout not in _small_masks:
+        _small_masks[layout] = layout_token_mask(layout, slice(0, layout.num_blocks))
+    return _small_masks[layout]
 
 
 def reference_block_sparse_attention(
@@ -67,9 +85,11 @@ def reference_block_sparse_attention(
     if kv_len is not None:
         key_ok = torch.arange(N, device=q.device)[None, :] < kv_len.to(q.device).long()[:, None]  # [B, N]
     blocks_per_chunk = max(1, max_chunk_elems // (bs * N * max(B * H, G)))
+    whole_mask = _small_layout_mask(layout)
     for start in range(0, layout.num_blocks, blocks_per_chunk):
         sl = slice(start, min(start + blocks_per_chunk, layout.num_blocks))
-        mask = layout_token_mask(layout, sl)  # [G, rows, N]
+        rows = slice(sl.start * bs, sl.stop * bs)
+        mask = whole_mask[:, rows] if whole_mask is not None else layout_token_mask(layout, sl)  # [G, rows, N]
         if G == 1:
             mask = mask[None]  # [1, 1, rows, N]
         elif G == H:
@@ -80,7 +100,6 @@ def reference_block_sparse_attention(
             raise ValueError(f"layout has {G} LUT groups; expected 1, heads ({H}) or batch*heads ({B * H})")
         if key_ok is not None:
             mask = mask & key_ok[:, None, None, :]
-        rows = slice(sl.start * bs, sl.stop * bs)
         o = F.scaled_dot_product_attention(qt[:, :, rows], kt, vt, attn_mask=mask, scale=scale)
         out[:, :, rows] = torch.nan_to_num(o, nan=0.0)
     return out.transpose(1, 2)
