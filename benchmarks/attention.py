@@ -75,16 +75,23 @@ def all_blocks_layout(layout: BlockLayout) -> BlockLayout:
                        layout.q_hi, layout.k_coord, layout.tiling, layout.num_text_blocks)
 
 
-_HAS_PARTIAL: dict[int, bool] = {}
+_HAS_PARTIAL: list[tuple[BlockLayout, bool]] = []
+
+
+def has_partial(layout: BlockLayout) -> bool:
+    """layout.has_partial, looked up once per layout object (it syncs with the GPU). Keyed by the
+    object itself, not id(): a freed layout's id is reused by the next one."""
+    for lay, flag in _HAS_PARTIAL:
+        if lay is layout:
+            return flag
+    _HAS_PARTIAL.append((layout, layout.has_partial))
+    return _HAS_PARTIAL[-1][1]
 
 
 def run_ours(q, k, v, layout, kv_len, config=None):
-    if id(layout) not in _HAS_PARTIAL:
-        _HAS_PARTIAL[id(layout)] = bool(layout.kv_partial.any())
-    has_partial = _HAS_PARTIAL[id(layout)]
     return bst.block_sparse_attention_fwd(q, k, v, layout.kv_counts, layout.kv_indices, layout.kv_partial, layout.q_lo,
                                           layout.q_hi, layout.k_coord, kv_len, None, layout.block_size,
-                                          has_partial=has_partial, config=config)
+                                          has_partial=has_partial(layout), config=config)
 
 
 def flex_runner(layout: BlockLayout, video_len: int, kv_end: int | None, H: int):
@@ -221,7 +228,11 @@ def main() -> None:
             video_len = (lay.num_blocks - lay.num_text_blocks) * lay.block_size
             kv_end = video_len + text_real if text_len else None
             kv_len = torch.tensor([kv_end], dtype=torch.int32, device="cuda") if kv_end is not None else None
-            q, k, v = (torch.randn(1, N, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+            # What the runtime does (plugins/sparse_attention.py): raster layouts without text take
+            # the model's tensors as they are (no copy; the layout's end padding counts as absent),
+            # tiled ones are gathered into canonical order and back.
+            no_copy = text_len == 0 and (lay.tiling is None or lay.tiling.tile is None)
+            q, k, v = (torch.randn(1, n_video if no_copy else N, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
             rec = dict(case=name, method=method, gpu=gpu, tokens=n_real, canonical_tokens=N, heads=H, head_dim=D,
                        block_size=lay.block_size, grid=list(grid), text_tokens=text_real,
                        block_density=round(lay.block_density(), 4),
@@ -256,7 +267,9 @@ def main() -> None:
             best = getattr(bst._block_sparse_fwd_tuned, "best_config", None)
             rec["config"] = str(best) if best is not None else None
             # Token tiling: 3 gathers in (q, k, v), 1 out, raster <-> canonical.
-            if lay.tiling is not None and not lay.tiling.is_identity:
+            if no_copy:
+                rec.update(tiling="none (raster order, no copy)", tiling_ms=0.0, tiling_share=0.0)
+            elif lay.tiling is not None and not lay.tiling.is_identity:
                 t = lay.tiling
                 r2c = t.raster_to_canon.to("cuda")
                 c2r = inverse_index(r2c, t.canon_len)
@@ -280,7 +293,12 @@ def main() -> None:
                 del xr, xc
             if not args.no_flex:
                 try:
-                    flex = flex_runner(lay, video_len, kv_end, H)
+                    if no_copy:  # Flex needs the layout's length: zero-pad, the padded keys masked off
+                        fq, fk, fv = (F.pad(x, (0, 0, 0, 0, 0, N - n_video)) for x in (q, k, v))
+                        flex_fn = flex_runner(lay, video_len, n_video, H)
+                        flex = lambda q_, k_, v_: flex_fn(fq, fk, fv)[:, :n_video]  # noqa: E731
+                    else:
+                        flex = flex_runner(lay, video_len, kv_end, H)
                     if args.check:
                         fo = flex(q, k, v)
                         oo = run_ours(q, k, v, lay, kv_len)

@@ -41,13 +41,14 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ditaccel.pipelines.procedural_clips import generate_batch  # noqa: E402
+from ditaccel.pipelines.procedural_clips import generate_batch, held_out_prompts, seen_prompts  # noqa: E402
 from ditaccel.pipelines.tiny_video import (  # noqa: E402
     DEFAULT_WEIGHTS_DIR,
     TinyVideoPipeline,
     encode_prompts,
     flow_shift,
 )
+from tiny_video_prompt_following import score  # noqa: E402  (benchmarks/ is on sys.path)
 
 SHARD_BYTES = 15 * 1024 * 1024
 SAMPLE_PROMPTS = [
@@ -77,6 +78,8 @@ def _parse_args(argv=None):
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--ckpt-minutes", type=float, default=3.0)
     p.add_argument("--sample-steps", type=int, default=20)
+    p.add_argument("--eval-every", type=int, default=1000,
+                   help="score the EMA weights on the held-out and seen prompt-following sets every N steps (0: never)")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile of the blocks on CUDA")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--export", default=None, metavar="RUN_DIR", help="only export RUN_DIR's EMA as the shipped pipeline")
@@ -162,7 +165,9 @@ def write_report(run_dir: Path, target: Path) -> None:
     import matplotlib.pyplot as plt
 
     target.mkdir(parents=True, exist_ok=True)
-    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    log = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval" in r]
     state = json.loads((run_dir / "state.json").read_text())
     shutil.copy(run_dir / "train_log.jsonl", target / "train_log.jsonl")
     settings = {
@@ -173,7 +178,10 @@ def write_report(run_dir: Path, target: Path) -> None:
         "runs": state["runs"],
     }
     (target / "train_settings.json").write_text(json.dumps(settings, indent=2))
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if evals:
+        settings["prompt_following_during_training"] = evals
+    fig, axes = plt.subplots(2 if evals else 1, 1, figsize=(8, 7.5 if evals else 4.5), squeeze=False)
+    ax = axes[0, 0]
     steps = [r["step"] for r in log]
     ax.plot(steps, [r["loss"] for r in log], lw=1, label="flow-matching loss (mean of 50 steps)")
     for run in state["runs"][1:]:
@@ -189,6 +197,21 @@ def write_report(run_dir: Path, target: Path) -> None:
                  f"{state['runs'][-1]['device']} (dashed line: resumed)", fontsize=9)
     lines = ax.get_lines()[:1] + ax2.get_lines()
     ax.legend(lines, [ln.get_label() for ln in lines], loc="lower left", fontsize=8)
+    if evals:
+        ev = axes[1, 0]
+        eval_steps = [r["step"] for r in evals]
+        for split, style in (("held_out", "-"), ("seen", "--")):
+            for key, colour in (("motion", "tab:blue"), ("colour", "tab:green")):
+                ev.plot(eval_steps, [100 * r["eval"][split][key] for r in evals], style, color=colour, marker="o",
+                        ms=3, label=f"{key}, {split.replace('_', '-')} prompts")
+        ev.axhline(80, color="gray", lw=0.8, ls=":")
+        ev.set_ylim(0, 105)
+        ev.set_xlim(ax.get_xlim())
+        ev.set_xlabel("step")
+        ev.set_ylabel("% of videos right")
+        ev.set_title("Prompt following of the EMA weights (20 steps, guidance 4; dotted: 80% target)", fontsize=9)
+        ev.grid(alpha=0.3)
+        ev.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(target / "loss_curve.png", dpi=110)
     print(f"wrote {target / 'loss_curve.png'} and {target / 'train_settings.json'}")
@@ -214,6 +237,23 @@ def _write_samples(pipe: TinyVideoPipeline, out: Path, steps: int) -> None:
     frames = pipe(SAMPLE_PROMPTS, num_inference_steps=steps, generator=torch.Generator().manual_seed(0)).frames
     rows = [np.concatenate([clip[f] for f in (0, 5, 10, 15)], axis=1) for clip in frames]
     Image.fromarray((np.concatenate(rows, axis=0) * 255).round().astype(np.uint8)).save(out / "samples.png")
+
+
+@torch.no_grad()
+def _evaluate(sampler: TinyVideoPipeline, ema: list[torch.Tensor], names: list[str], steps: int) -> dict:
+    """Prompt following of the EMA weights, scored as in ``tiny_video_prompt_following.py`` (same seeds)."""
+    state = {n: v for n, v in zip(names, ema)}
+    for prefix, module in (("transformer.", sampler.transformer), ("text_encoder.", sampler.text_encoder)):
+        for n, t in module.state_dict().items():
+            if prefix + n in state:
+                t.copy_(state[prefix + n])
+    result = {}
+    for split, prompts in (("held_out", held_out_prompts()), ("seen", seen_prompts())):
+        gens = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
+        videos = sampler(prompts, num_inference_steps=steps, generator=gens).frames
+        _, summary = score(prompts, list(videos))
+        result[split] = {"colour": summary["colour_accuracy"], "motion": summary["motion_accuracy"]}
+    return result
 
 
 def train(args) -> None:
@@ -314,6 +354,23 @@ def train(args) -> None:
         opt.step()
         return loss, grad_norm
 
+    sampler = None
+    if args.eval_every:
+        sampler = TinyVideoPipeline.from_scratch()
+        sampler.transformer.to(device).eval()
+        sampler.text_encoder.to(device).eval()
+        sampler.set_progress_bar_config(disable=True)
+
+    def evaluate() -> None:
+        t0 = time.time()
+        rec = {"step": step, "eval": _evaluate(sampler, ema, names, args.sample_steps)}
+        rec["eval_seconds"] = round(time.time() - t0, 1)
+        with open(out / "train_log.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print(f"step {step:6d}  eval {rec['eval']}  ({rec['eval_seconds']} s)", flush=True)
+
+    if sampler is not None:
+        evaluate()  # where this run starts from
     compiled = args.compile and device.type == "cuda"
     if compiled:
         transformer.compile_repeated_blocks()  # regional: one compile for all identical blocks
@@ -352,12 +409,16 @@ def train(args) -> None:
             print(f"step {step:6d}  loss {mean:.4f}  lr {lr:.2e}  gn {float(grad_norm):.2f}  "
                   f"{rec['sec_per_step'] * 1000:.0f} ms/step  {rec['minutes']:.1f} min", flush=True)
             loss_sum, loss_count, t_log = 0.0, 0, now
+        if sampler is not None and run_step % args.eval_every == 0:
+            evaluate()
         if time.time() - last_ckpt > args.ckpt_minutes * 60.0:
             save(final=False)
             last_ckpt = time.time()
 
     save(final=True)
     print(f"saved checkpoint at step {step} to {out}")
+    if sampler is not None:
+        evaluate()
     # Samples from the EMA weights, written last: they are a check, not part of the state.
     sampler = TinyVideoPipeline.from_scratch()
     _load_into(sampler, {k: v for k, v in zip(names, ema)})

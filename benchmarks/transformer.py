@@ -115,8 +115,6 @@ def main() -> None:
 
     def run(mode: str):
         for name, schedule in variants:
-            if mode == "compiled" and name == "radial_all_layers":
-                continue  # eager shows it; keep the compile budget for the paper's schedule
             handle = None
             try:
                 if schedule is not None:

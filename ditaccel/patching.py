@@ -19,7 +19,7 @@ import torch
 
 from .context import StepContext, timestep_value
 from .pipelines import adapter_for
-from .pipelines.base import AttentionLayer, ModelAdapter
+from .pipelines.base import AttentionLayer, ModelAdapter, argument
 from .plugins.neighborhood import Neighborhood
 from .plugins.radial import Radial
 from .plugins.sparse_attention import SparseAttention
@@ -62,13 +62,20 @@ class PatchState:
             timesteps = torch.as_tensor(timesteps)
         ctx.advance(timestep_value(self.adapter.timestep(args, kwargs)), timesteps, self.adapter.timestep_scale)
         dense_step = self.schedule.step_is_dense(ctx.step, ctx.num_steps, ctx.progress)
+        any_sparse = False
         for layer in self.layers:
             dense = dense_step or self.schedule.layer_is_dense(layer.index)
+            any_sparse = any_sparse or not dense
             processor = self.originals[layer.index] if dense else self.sparse[layer.index]
             if layer.module.processor is not processor:
                 layer.module.processor = processor
             history = self.history[layer.index]
             (history.dense_steps if dense else history.sparse_steps).add(ctx.step)
+        text_len = self.adapter.text_len(module, args, kwargs) if any_sparse else None
+        if text_len is not None:
+            # Build (or look up) the layout here, outside any torch.compile region: traced inside
+            # a compiled block, layout construction would become part of the graph.
+            self.runner.layout(ctx.grid, text_len, argument(args, kwargs, "hidden_states", 0).device)
         return None
 
     def attend(self, layer: int, q, k, v, *, text_len: int = 0, text_mask=None, scale=None):

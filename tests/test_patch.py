@@ -147,3 +147,27 @@ def test_summary_prints_a_table(cases):
         case.generate()
         text = str(handle.summary())
     assert "blocks.1.attn1" in text and "radial" in text and "density" in text
+
+
+@pytest.mark.parametrize("family", ["wan", "cogvideox", "flux", "ltx"])
+def test_layout_is_built_before_the_first_attention_call(family, cases):
+    """The transformer's pre-hook builds the layout eagerly (outside any torch.compile region), so
+    a compiled block only looks it up: at the first attention call it must already be cached."""
+    case = get_case(cases, family)
+    transformer = case.pipe.transformer
+    grid = GRIDS.get(family, DEFAULT_GRID)
+    seen = []
+    with ditaccel.patch(transformer, ditaccel.Radial(decay=0.3, block_size=64), schedule=ditaccel.Schedule(dense_steps=0)) as handle:
+        state = handle.states[0]
+        first = state.layers[0].module
+        hook = first.register_forward_pre_hook(lambda module, args: seen.append(dict(state.runner._layouts)))
+        try:
+            with torch.no_grad():
+                transformer(**case.transformer_inputs(grid))
+        finally:
+            hook.remove()
+        used = set(state.runner._layouts)
+    assert seen, "the first attention layer never ran"
+    cached = seen[0]
+    assert len(cached) == 1 and next(iter(cached))[0] == tuple(grid), cached.keys()
+    assert used == set(cached)  # the attention calls used the layout the hook built (same text length)

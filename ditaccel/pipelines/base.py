@@ -45,6 +45,12 @@ class ModelAdapter:
     def timestep(self, args: tuple, kwargs: dict):
         return kwargs["timestep"] if "timestep" in kwargs else args[1]
 
+    def text_len(self, transformer: torch.nn.Module, args: tuple, kwargs: dict) -> int | None:
+        """Text tokens in the self/joint attention sequence this forward will have, or None when the
+        adapter cannot tell before the attention call. Lets the forward pre-hook build the layout
+        eagerly, so that a compiled transformer never traces layout construction."""
+        return 0 if self.text_position == "none" else None
+
     def attention_layers(self, transformer: torch.nn.Module) -> list[AttentionLayer]:
         named = [
             (f"{blocks}.{i}.{attention}", getattr(block, attention))

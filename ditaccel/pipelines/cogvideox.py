@@ -69,6 +69,10 @@ class CogVideoXAdapter(ModelAdapter):
     upstream_processors = (CogVideoXAttnProcessor2_0, FusedCogVideoXAttnProcessor2_0,)
     sparse_processor_class = CogVideoXSparseProcessor
 
+    def text_len(self, transformer, args, kwargs):
+        text = argument(args, kwargs, "encoder_hidden_states", 1)
+        return None if text is None else text.shape[1]
+
     def grid(self, transformer, args, kwargs):
         hidden_states = argument(args, kwargs, "hidden_states", 0)  # [B, F, C, H, W]
         _, frames, _, height, width = hidden_states.shape

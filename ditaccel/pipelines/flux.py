@@ -73,6 +73,10 @@ class FluxAdapter(ModelAdapter):
     sparse_processor_class = FluxSparseProcessor
     timestep_scale = 1.0 / 1000.0
 
+    def text_len(self, transformer, args, kwargs):
+        text = argument(args, kwargs, "encoder_hidden_states", 1)
+        return None if text is None else text.shape[1]
+
     def grid(self, transformer, args, kwargs):
         # forward(hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids, ...)
         img_ids = argument(args, kwargs, "img_ids", 4)
