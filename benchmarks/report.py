@@ -31,7 +31,8 @@ def attention_section(path: str) -> list[str]:
         "cuDNN = SDPA forced to cuDNN, dense, on the unpadded tokens; Flex = FlexAttention (compiled) with "
         "`BlockMask.from_kv_blocks` built from the same LUT (whole blocks as full blocks, partial blocks with the "
         "same box test as mask_mod); `all-blocks` = our kernel with a dense LUT. `tiling` = the per-call "
-        "raster->tiled gathers of q, k, v plus the output gather back, as a share of our kernel's time.",
+        "raster->tiled gathers of q, k, v plus the output gather back, as a share of our kernel's time (0 where the "
+        "runtime makes no copy: raster layouts without text).",
         "",
         "| case | heads x dim | tokens | method | block density | partial blocks | ours ms | useful TFLOP/s | "
         "useful / cuDNN rate | all-blocks TFLOP/s | cuDNN dense ms (TFLOP/s) | Flex ms | vs cuDNN | vs Flex | tiling | rel L2 err |",
