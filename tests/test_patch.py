@@ -171,3 +171,28 @@ def test_layout_is_built_before_the_first_attention_call(family, cases):
     cached = seen[0]
     assert len(cached) == 1 and next(iter(cached))[0] == tuple(grid), cached.keys()
     assert used == set(cached)  # the attention calls used the layout the hook built (same text length)
+
+
+def test_regional_compile_of_a_patched_model_on_the_reference_backend(cases):
+    """compile_repeated_blocks(fullgraph=True) over a patched transformer on the CPU fallback: no
+    graph break (fullgraph raises on one), one graph for all blocks, same output as eager."""
+    from torch._dynamo.utils import counters
+
+    case = get_case(cases, "wan")
+    transformer = case.pipe.transformer
+    inputs = case.transformer_inputs(DEFAULT_GRID)
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        with torch.no_grad(), ditaccel.patch(transformer, ditaccel.Radial(decay=0.3, block_size=64),
+                                             schedule=ditaccel.Schedule(dense_steps=0), backend="reference"):
+            eager = transformer(**inputs)[0]
+            transformer.compile_repeated_blocks(fullgraph=True, backend="eager")
+            compiled = transformer(**inputs)[0]
+            again = transformer(**inputs)[0]
+    finally:
+        for block in transformer.blocks:
+            block._compiled_call_impl = None  # the module-scoped case is shared with other tests
+        torch._dynamo.reset()
+    assert counters["stats"]["unique_graphs"] == 1
+    assert torch.allclose(eager, compiled, atol=1e-5) and torch.equal(compiled, again)

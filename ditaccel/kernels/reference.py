@@ -49,6 +49,8 @@ _small_masks: "weakref.WeakKeyDictionary[BlockLayout, torch.Tensor]" = weakref.W
 def _small_layout_mask(layout: BlockLayout) -> torch.Tensor | None:
     if layout.kv_indices.shape[0] * layout.seq_len**2 > _SMALL_MASK_ELEMS:
         return None
+    if torch.compiler.is_compiling():
+        return None  # dynamo cannot trace the weak-keyed cache; inside a graph the mask is built per chunk
     if layout not in _small_masks:
         _small_masks[layout] = layout_token_mask(layout, slice(0, layout.num_blocks))
     return _small_masks[layout]
