@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ditaccel.kernels import block_sparse_triton as bst  # noqa: E402
 from ditaccel.kernels.layout import BlockLayout, pack_block_mask, with_text  # noqa: E402
+from ditaccel.kernels.ops import _prepared  # noqa: E402  (has_partial, looked up once per layout object)
 from ditaccel.kernels.permute_triton import gather_tokens, inverse_index  # noqa: E402
 from ditaccel.kernels.reference import reference_block_sparse_attention  # noqa: E402
 from ditaccel.plugins.neighborhood import Neighborhood  # noqa: E402
@@ -75,23 +76,10 @@ def all_blocks_layout(layout: BlockLayout) -> BlockLayout:
                        layout.q_hi, layout.k_coord, layout.tiling, layout.num_text_blocks)
 
 
-_HAS_PARTIAL: list[tuple[BlockLayout, bool]] = []
-
-
-def has_partial(layout: BlockLayout) -> bool:
-    """layout.has_partial, looked up once per layout object (it syncs with the GPU). Keyed by the
-    object itself, not id(): a freed layout's id is reused by the next one."""
-    for lay, flag in _HAS_PARTIAL:
-        if lay is layout:
-            return flag
-    _HAS_PARTIAL.append((layout, layout.has_partial))
-    return _HAS_PARTIAL[-1][1]
-
-
 def run_ours(q, k, v, layout, kv_len, config=None):
     return bst.block_sparse_attention_fwd(q, k, v, layout.kv_counts, layout.kv_indices, layout.kv_partial, layout.q_lo,
                                           layout.q_hi, layout.k_coord, kv_len, None, layout.block_size,
-                                          has_partial=has_partial(layout), config=config)
+                                          has_partial=_prepared(layout, q.device)[1], config=config)
 
 
 def flex_runner(layout: BlockLayout, video_len: int, kv_end: int | None, H: int):

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -242,11 +241,7 @@ def _write_samples(pipe: TinyVideoPipeline, out: Path, steps: int) -> None:
 @torch.no_grad()
 def _evaluate(sampler: TinyVideoPipeline, ema: list[torch.Tensor], names: list[str], steps: int) -> dict:
     """Prompt following of the EMA weights, scored as in ``tiny_video_prompt_following.py`` (same seeds)."""
-    state = {n: v for n, v in zip(names, ema)}
-    for prefix, module in (("transformer.", sampler.transformer), ("text_encoder.", sampler.text_encoder)):
-        for n, t in module.state_dict().items():
-            if prefix + n in state:
-                t.copy_(state[prefix + n])
+    _load_into(sampler, dict(zip(names, ema)))
     result = {}
     for split, prompts in (("held_out", held_out_prompts()), ("seen", seen_prompts())):
         gens = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
@@ -354,12 +349,11 @@ def train(args) -> None:
         opt.step()
         return loss, grad_norm
 
-    sampler = None
-    if args.eval_every:
-        sampler = TinyVideoPipeline.from_scratch()
-        sampler.transformer.to(device).eval()
-        sampler.text_encoder.to(device).eval()
-        sampler.set_progress_bar_config(disable=True)
+    # Holds the EMA weights for the evaluations and the final samples.
+    sampler = TinyVideoPipeline.from_scratch()
+    sampler.transformer.to(device).eval()
+    sampler.text_encoder.to(device).eval()
+    sampler.set_progress_bar_config(disable=True)
 
     def evaluate() -> None:
         t0 = time.time()
@@ -369,7 +363,7 @@ def train(args) -> None:
             f.write(json.dumps(rec) + "\n")
         print(f"step {step:6d}  eval {rec['eval']}  ({rec['eval_seconds']} s)", flush=True)
 
-    if sampler is not None:
+    if args.eval_every:
         evaluate()  # where this run starts from
     compiled = args.compile and device.type == "cuda"
     if compiled:
@@ -409,7 +403,7 @@ def train(args) -> None:
             print(f"step {step:6d}  loss {mean:.4f}  lr {lr:.2e}  gn {float(grad_norm):.2f}  "
                   f"{rec['sec_per_step'] * 1000:.0f} ms/step  {rec['minutes']:.1f} min", flush=True)
             loss_sum, loss_count, t_log = 0.0, 0, now
-        if sampler is not None and run_step % args.eval_every == 0:
+        if args.eval_every and run_step % args.eval_every == 0:
             evaluate()
         if time.time() - last_ckpt > args.ckpt_minutes * 60.0:
             save(final=False)
@@ -417,13 +411,10 @@ def train(args) -> None:
 
     save(final=True)
     print(f"saved checkpoint at step {step} to {out}")
-    if sampler is not None:
+    if args.eval_every:
         evaluate()
     # Samples from the EMA weights, written last: they are a check, not part of the state.
-    sampler = TinyVideoPipeline.from_scratch()
-    _load_into(sampler, {k: v for k, v in zip(names, ema)})
-    sampler.transformer.to(device).eval()
-    sampler.text_encoder.to(device).eval()
+    _load_into(sampler, dict(zip(names, ema)))
     with autocast:
         _write_samples(sampler, out, args.sample_steps)
     print("wrote samples.png")

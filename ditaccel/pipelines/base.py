@@ -35,6 +35,9 @@ class ModelAdapter:
     layer_groups: tuple[tuple[str, str], ...] = ()
     upstream_processors: tuple[type, ...] = ()  # the processors the sparse twin knows how to replace
     sparse_processor_class: type | None = None
+    # (name, position) of the forward argument whose dim 1 is the joint-attention text length, when
+    # the adapter can tell it before the attention call (see text_len).
+    text_argument: tuple[str, int] | None = None
 
     def matches(self, transformer: torch.nn.Module) -> bool:
         return type(transformer).__name__ in self.transformer_classes
@@ -49,7 +52,12 @@ class ModelAdapter:
         """Text tokens in the self/joint attention sequence this forward will have, or None when the
         adapter cannot tell before the attention call. Lets the forward pre-hook build the layout
         eagerly, so that a compiled transformer never traces layout construction."""
-        return 0 if self.text_position == "none" else None
+        if self.text_position == "none":
+            return 0
+        if self.text_argument is None:
+            return None
+        text = argument(args, kwargs, *self.text_argument)
+        return None if text is None else text.shape[1]
 
     def attention_layers(self, transformer: torch.nn.Module) -> list[AttentionLayer]:
         named = [

@@ -67,11 +67,8 @@ class CogVideoXAdapter(ModelAdapter):
     text_position = "first"
     layer_groups = (("transformer_blocks", "attn1"),)
     upstream_processors = (CogVideoXAttnProcessor2_0, FusedCogVideoXAttnProcessor2_0,)
+    text_argument = ("encoder_hidden_states", 1)
     sparse_processor_class = CogVideoXSparseProcessor
-
-    def text_len(self, transformer, args, kwargs):
-        text = argument(args, kwargs, "encoder_hidden_states", 1)
-        return None if text is None else text.shape[1]
 
     def grid(self, transformer, args, kwargs):
         hidden_states = argument(args, kwargs, "hidden_states", 0)  # [B, F, C, H, W]

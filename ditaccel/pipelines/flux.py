@@ -70,12 +70,9 @@ class FluxAdapter(ModelAdapter):
     text_position = "first"
     layer_groups = (("transformer_blocks", "attn"), ("single_transformer_blocks", "attn"))
     upstream_processors = (FluxAttnProcessor,)
+    text_argument = ("encoder_hidden_states", 1)
     sparse_processor_class = FluxSparseProcessor
     timestep_scale = 1.0 / 1000.0
-
-    def text_len(self, transformer, args, kwargs):
-        text = argument(args, kwargs, "encoder_hidden_states", 1)
-        return None if text is None else text.shape[1]
 
     def grid(self, transformer, args, kwargs):
         # forward(hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids, ...)
