@@ -1,15 +1,20 @@
 """Block-sparse attention on a GPU: our Triton kernel against cuDNN dense SDPA and FlexAttention
 with the same block mask, at the shapes of the models we patch (SPEC section 3).
 
-For every (model shape, method) it measures, in one run:
-  - ours_ms: our kernel on the method's layout (canonical, tiled token order);
+For every (model shape, method) it measures, in one run, interleaved over --rounds rounds
+(median kept):
+  - ours_ms: what the runtime does per attention call (plugins/sparse_attention.py): q, k, v in
+    the model's token order (video raster, text first or last with padding), the kernel reading
+    video tokens in place (raster rows, or tiles as 3-D boxes of the grid), output in model order;
+  - kernel_canonical_ms: the kernel alone on tensors already in canonical (tiled) order, what
+    Flex gets too; model_order_overhead = ours_ms / kernel_canonical_ms - 1;
   - ours_all_blocks_ms: our kernel with an all-blocks LUT (our dense rate);
   - cudnn_dense_ms: torch SDPA forced to cuDNN on the unpadded raster tokens (dense baseline);
   - flex_ms: FlexAttention (torch.compile'd) with BlockMask.from_kv_blocks built from our LUT:
     whole blocks as "full" blocks, partial ones with a mask_mod doing the same box test;
-  - tiling_ms: the raster -> tiled gathers of q, k, v and the tiled -> raster gather of the
-    output (our Triton gather), and the same with torch's index ops for comparison.
-With --check it first compares the kernel with the reference backend in bf16 at full size.
+  - gather_fallback_ms (tiled layouts): the raster -> tiled gathers of q, k, v and the output
+    gather back, the path for dilated windows and GPUs without tensor descriptors.
+With --check it first compares the runtime call with the reference backend in bf16 at full size.
 
 Usage: python benchmarks/attention.py --out DIR [--cases wan14b_720p,...] [--check] [--sweep]
 Writes DIR/attention_<gpu>.json (a list of records) and prints a table.
@@ -31,10 +36,10 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ditaccel.kernels import block_sparse_triton as bst  # noqa: E402
+from ditaccel.kernels.attention import block_sparse_attention_model_order  # noqa: E402
 from ditaccel.kernels.layout import BlockLayout, pack_block_mask, with_text  # noqa: E402
 from ditaccel.kernels.ops import _prepared  # noqa: E402  (has_partial, looked up once per layout object)
 from ditaccel.kernels.permute_triton import gather_tokens, inverse_index  # noqa: E402
-from ditaccel.kernels.reference import reference_block_sparse_attention  # noqa: E402
 from ditaccel.plugins.neighborhood import Neighborhood  # noqa: E402
 from ditaccel.plugins.radial import Radial  # noqa: E402
 
@@ -44,12 +49,12 @@ CASES = {
     "wan14b_720p": dict(heads=40, dim=128, grid=(21, 45, 80), text=0, radial=(0.2, True), nbhd=((12, 24, 24), (8, 8, 8))),
     "wan14b_480p": dict(heads=40, dim=128, grid=(21, 30, 52), text=0, radial=(0.2, True), nbhd=((12, 16, 24), (8, 8, 8))),
     "wan1.3b_480p": dict(heads=12, dim=128, grid=(21, 30, 52), text=0, radial=(0.2, True), nbhd=((12, 16, 24), (8, 8, 8))),
-    "hunyuan_720p": dict(heads=24, dim=128, grid=(33, 45, 80), text=256, text_real=200, radial=(0.95, False), nbhd=((18, 24, 24), (16, 8, 8))),
+    "hunyuan_720p": dict(heads=24, dim=128, grid=(33, 45, 80), text=256, text_real=200, text_position="last", radial=(0.95, False), nbhd=((18, 24, 24), (16, 8, 8))),
     # NATTEN's published HunyuanVideo shape (30x48x80 = 115,200 tokens), where its window
     # (18, 24, 24) / stride (16, 8, 8) is perfectly block-sparse with (2, 8, 8) tiles.
     "hunyuan_natten": dict(heads=24, dim=128, grid=(30, 48, 80), text=0, radial=None, nbhd=((18, 24, 24), (16, 8, 8))),
-    "cogvideox5b": dict(heads=48, dim=64, grid=(13, 30, 45), text=226, radial=(1.0, False), nbhd=((8, 16, 24), (4, 8, 8))),
-    "flux_1024": dict(heads=24, dim=128, grid=(1, 64, 64), text=512, radial=None, nbhd=((1, 32, 32), (1, 16, 16))),
+    "cogvideox5b": dict(heads=48, dim=64, grid=(13, 30, 45), text=226, text_position="first", radial=(1.0, False), nbhd=((8, 16, 24), (4, 8, 8))),
+    "flux_1024": dict(heads=24, dim=128, grid=(1, 64, 64), text=512, text_position="first", radial=None, nbhd=((1, 32, 32), (1, 16, 16))),
 }
 
 
@@ -57,6 +62,42 @@ def bench(fn, rep_ms: float = 300.0) -> float:
     import triton.testing
 
     return float(triton.testing.do_bench(fn, warmup=50, rep=rep_ms, return_mode="median"))
+
+
+def bench_rounds(fns: dict, rounds: int) -> dict:
+    """Median over ``rounds`` interleaved rounds (each variant once per round): a GPU whose clock
+    drifts during the run moves all variants alike instead of whichever ran last."""
+    per = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            per[name].append(round(bench(fn, 150.0), 3))
+    out = {name: float(sorted(v)[len(v) // 2]) for name, v in per.items()}
+    out["rounds"] = per
+    return out
+
+
+def canonical(x: torch.Tensor, lay: BlockLayout, placement: dict) -> torch.Tensor:
+    """x (model order) as the canonical sequence the layout indexes: tiled video, then the text
+    valid first, padded to whole blocks."""
+    t = lay.tiling
+    vs, n_video = placement["video_start"], t.num_tokens
+    parts = [t.to_canonical(x[:, vs : vs + n_video])]
+    text_len = placement["text_len"]
+    if text_len:
+        ts = placement["text_start"]
+        text = x[:, ts : ts + text_len]
+        order = placement["text_order"]
+        parts += [torch.gather(text, 1, order[:, :, None, None].expand_as(text)),
+                  x.new_zeros(x.shape[0], lay.seq_len - t.canon_len - text_len, *x.shape[2:])]
+    return torch.cat(parts, dim=1).contiguous() if len(parts) > 1 else parts[0].contiguous()
+
+
+def token_access(lay: BlockLayout) -> str:
+    """How the runtime's kernel reaches the video tokens (ops.model_order_attention_op)."""
+    t = lay.tiling
+    if t is None or t.tile is None:
+        return "rows in place"
+    return "grid boxes in place" if t.dilation == (1, 1, 1) else "gathered"
 
 
 def gpu_name() -> str:
@@ -162,6 +203,7 @@ def main() -> None:
     ap.add_argument("--sweep", default="", help="case:method to time every kernel config on")
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new cases after this many seconds")
     ap.add_argument("--tag", default="", help="suffix of the output file name")
+    ap.add_argument("--rounds", type=int, default=3, help="timing rounds, interleaved over the variants (median kept)")
     args = ap.parse_args()
     t_start = time.time()
     torch.manual_seed(0)
@@ -206,107 +248,112 @@ def main() -> None:
             with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
                 return F.scaled_dot_product_attention(qd, kd, vd)
 
-        cudnn_ms = bench(cudnn)
         dense_flops = 4.0 * n_real * n_real * D * H
-        print(f"  cudnn dense {cudnn_ms:.2f} ms = {dense_flops / cudnn_ms / 1e9:.0f} TFLOP/s", flush=True)
-        del qd, kd, vd
-        ours_all_ms = None
+        ours_all_layout = None
         for method, lay in layouts.items():
-            N = lay.seq_len
-            video_len = (lay.num_blocks - lay.num_text_blocks) * lay.block_size
-            kv_end = video_len + text_real if text_len else None
-            kv_len = torch.tensor([kv_end], dtype=torch.int32, device="cuda") if kv_end is not None else None
-            # What the runtime does (plugins/sparse_attention.py): raster layouts without text take
-            # the model's tensors as they are (no copy; the layout's end padding counts as absent),
-            # tiled ones are gathered into canonical order and back.
-            no_copy = text_len == 0 and (lay.tiling is None or lay.tiling.tile is None)
-            q, k, v = (torch.randn(1, n_video if no_copy else N, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-            rec = dict(case=name, method=method, gpu=gpu, tokens=n_real, canonical_tokens=N, heads=H, head_dim=D,
-                       block_size=lay.block_size, grid=list(grid), text_tokens=text_real,
-                       block_density=round(lay.block_density(), 4),
-                       partial_fraction=round(float(lay.kv_partial.sum()) / float(lay.kv_counts.sum()), 4),
-                       tile=list(lay.tiling.tile) if lay.tiling is not None and lay.tiling.tile else None,
-                       cudnn_dense_ms=round(cudnn_ms, 3), cudnn_tflops=round(dense_flops / cudnn_ms / 1e9, 1))
-            if args.check:
-                out = run_ours(q, k, v, lay, kv_len)
-                torch.cuda.synchronize()
-                ref = reference_block_sparse_attention(q.float(), k.float(), v.float(), lay, kv_len)
-                err = float((out.float() - ref).norm() / ref.norm())
-                again = run_ours(q, k, v, lay, kv_len)
-                rec["rel_l2_err"] = err
-                row_err = ((out.float() - ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-6)).amax(dim=(0, 2))  # [N]
-                worst = int(row_err.argmax())
-                checks.append(dict(case=name, method=method, rel_l2_err=err, finite=bool(torch.isfinite(out).all()),
-                                   deterministic=bool(torch.equal(out, again)), worst_row=worst, worst_row_err=float(row_err[worst]),
-                                   rows_over_5pct=int((row_err > 0.05).sum()), config=str(getattr(bst._block_sparse_fwd_tuned, "best_config", None))))
-                print(f"  check {method}: rel L2 {err:.2e} {checks[-1]}", flush=True)
-                del ref, out, again
-            ours_ms = bench(lambda: run_ours(q, k, v, lay, kv_len))
-            if ours_all_ms is None or lay.num_blocks != ours_all_layout.num_blocks:
-                ours_all_layout = all_blocks_layout(lay)
-                ours_all_ms = bench(lambda: run_ours(q, k, v, ours_all_layout, kv_len))
-            computed = float(lay.kv_counts.double().sum()) * lay.block_size**2
-            useful = 4.0 * computed * D * H
-            all_flops = 4.0 * N * N * D * H
-            rec.update(ours_ms=round(ours_ms, 3), useful_tflops=round(useful / ours_ms / 1e9, 1),
-                       ours_all_blocks_ms=round(ours_all_ms, 3), ours_all_blocks_tflops=round(all_flops / ours_all_ms / 1e9, 1),
-                       speedup_vs_cudnn=round(cudnn_ms / ours_ms, 2),
-                       useful_vs_cudnn_rate=round((useful / ours_ms) / (dense_flops / cudnn_ms), 3))
-            best = getattr(bst._block_sparse_fwd_tuned, "best_config", None)
-            rec["config"] = str(best) if best is not None else None
-            # Token tiling: 3 gathers in (q, k, v), 1 out, raster <-> canonical.
-            if no_copy:
-                rec.update(tiling="none (raster order, no copy)", tiling_ms=0.0, tiling_share=0.0)
-            elif lay.tiling is not None and not lay.tiling.is_identity:
-                t = lay.tiling
-                r2c = t.raster_to_canon.to("cuda")
-                c2r = inverse_index(r2c, t.canon_len)
-                xr = torch.randn(1, t.num_tokens, H, D, device="cuda", dtype=torch.bfloat16)
-                xc = torch.randn(1, t.canon_len, H, D, device="cuda", dtype=torch.bfloat16)
+            try:
+                N = lay.seq_len
+                video_len = (lay.num_blocks - lay.num_text_blocks) * lay.block_size  # canonical video positions
+                kv_end = video_len + text_real if text_len else None
+                kv_len = torch.tensor([kv_end], dtype=torch.int32, device="cuda") if kv_end is not None else None
+                # What the runtime does (plugins/sparse_attention.py): q, k, v in the model's token order
+                # (video raster, text first or last, text_real of the text tokens valid), read in place by
+                # the kernel; the output comes back in the model's order.
+                first = cfg.get("text_position") == "first"
+                placement = dict(video_start=text_len if first else 0, text_start=0 if first else n_video, text_len=text_len)
+                if text_len:
+                    valid = torch.arange(text_len, device="cuda")[None] < text_real
+                    placement.update(text_order=torch.argsort((~valid).to(torch.int8), dim=1, stable=True), kv_len=kv_len)
+                q, k, v = (torch.randn(1, n_video + text_len, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
 
-                def tri_tiling():
-                    for _ in range(3):
-                        gather_tokens(xr, c2r)
-                    gather_tokens(xc, r2c)
+                def ours():
+                    return block_sparse_attention_model_order(q, k, v, lay, backend="triton", **placement)
 
-                def torch_tiling():
-                    for _ in range(3):
-                        xr.new_zeros(xc.shape).index_copy_(1, r2c, xr)
-                    xc.index_select(1, r2c)
+                # The kernel alone on tensors already in canonical order (its rate, and what Flex gets).
+                qc, kc, vc = (canonical(x, lay, placement) for x in (q, k, v))
+                rec = dict(case=name, method=method, gpu=gpu, tokens=n_real, canonical_tokens=N, heads=H, head_dim=D,
+                           block_size=lay.block_size, grid=list(grid), text_tokens=text_real, text_position=cfg.get("text_position"),
+                           block_density=round(lay.block_density(), 4),
+                           partial_fraction=round(float(lay.kv_partial.sum()) / float(lay.kv_counts.sum()), 4),
+                           tile=list(lay.tiling.tile) if lay.tiling is not None and lay.tiling.tile else None,
+                           token_access=token_access(lay))
+                if args.check:
+                    out = ours()
+                    torch.cuda.synchronize()
+                    ref = block_sparse_attention_model_order(q.float(), k.float(), v.float(), lay, backend="reference", **placement)
+                    err = float((out.float() - ref).norm() / ref.norm())
+                    again = ours()
+                    rec["rel_l2_err"] = err
+                    row_err = ((out.float() - ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-6)).amax(dim=(0, 2))  # [S]
+                    worst = int(row_err.argmax())
+                    checks.append(dict(case=name, method=method, rel_l2_err=err, finite=bool(torch.isfinite(out).all()),
+                                       deterministic=bool(torch.equal(out, again)), worst_row=worst, worst_row_err=float(row_err[worst]),
+                                       rows_over_5pct=int((row_err > 0.05).sum()), config=str(getattr(bst._block_sparse_fwd_tuned, "best_config", None))))
+                    print(f"  check {method}: rel L2 {err:.2e} {checks[-1]}", flush=True)
+                    del ref, out, again
+                fns = {"ours": ours, "kernel_canonical": lambda: run_ours(qc, kc, vc, lay, kv_len), "cudnn_dense": cudnn}
+                if lay.num_blocks != getattr(ours_all_layout, "num_blocks", None):
+                    ours_all_layout = all_blocks_layout(lay)
+                fns["ours_all_blocks"] = lambda: run_ours(qc, kc, vc, ours_all_layout, kv_len)
+                if not args.no_flex:
+                    try:
+                        raster = lay.tiling is None or lay.tiling.tile is None  # padding at the end: keys cut there
+                        flex = flex_runner(lay, video_len, kv_end if text_len else (n_video if raster else None), H)
+                        if args.check:
+                            fo, oo = flex(qc, kc, vc), run_ours(qc, kc, vc, lay, kv_len)
+                            rec["flex_vs_ours_rel_l2"] = float((fo.float() - oo.float()).norm() / oo.float().norm())
+                            del fo, oo
+                        fns["flex"] = lambda: flex(qc, kc, vc)
+                    except Exception as e:  # keep going: the record says why
+                        traceback.print_exc()
+                        rec["flex_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                times = bench_rounds(fns, args.rounds)
+                computed = float(lay.kv_counts.double().sum()) * lay.block_size**2
+                useful = 4.0 * computed * D * H
+                all_flops = 4.0 * N * N * D * H
+                ours_ms, cudnn_ms = times["ours"], times["cudnn_dense"]
+                rec.update(
+                    ours_ms=round(ours_ms, 3), ours_ms_rounds=times["rounds"]["ours"], useful_tflops=round(useful / ours_ms / 1e9, 1),
+                    kernel_canonical_ms=round(times["kernel_canonical"], 3),
+                    ours_all_blocks_ms=round(times["ours_all_blocks"], 3), ours_all_blocks_tflops=round(all_flops / times["ours_all_blocks"] / 1e9, 1),
+                    cudnn_dense_ms=round(cudnn_ms, 3), cudnn_ms_rounds=times["rounds"]["cudnn_dense"],
+                    cudnn_tflops=round(dense_flops / cudnn_ms / 1e9, 1),
+                    speedup_vs_cudnn=round(cudnn_ms / ours_ms, 2),
+                    useful_vs_cudnn_rate=round((useful / ours_ms) / (dense_flops / cudnn_ms), 3),
+                    # token movement: the runtime call against the kernel on pre-tiled tensors
+                    model_order_overhead=round(ours_ms / times["kernel_canonical"] - 1, 4),
+                )
+                if "flex" in times:
+                    rec.update(flex_ms=round(times["flex"], 3), flex_ms_rounds=times["rounds"]["flex"],
+                               flex_useful_tflops=round(useful / times["flex"] / 1e9, 1), speedup_vs_flex=round(times["flex"] / ours_ms, 3))
+                best = getattr(bst._block_sparse_fwd_tuned, "best_config", None)
+                rec["config"] = str(best) if best is not None else None
+                if lay.tiling is not None and lay.tiling.tile is not None:
+                    # The gather fallback (dilation, GPUs without tensor descriptors): 3 gathers in, 1 out.
+                    t = lay.tiling
+                    r2c = t.raster_to_canon.to("cuda")
+                    c2r = inverse_index(r2c, t.canon_len)
+                    xr, xc = q[:, placement["video_start"] : placement["video_start"] + n_video], qc[:, : t.canon_len]
 
-                rec["tiling_ms"] = round(bench(tri_tiling, 100), 3)
-                rec["tiling_torch_ms"] = round(bench(torch_tiling, 100), 3)
-                rec["tiling_share"] = round(rec["tiling_ms"] / ours_ms, 4)
-                assert torch.equal(gather_tokens(xr, c2r), xr.new_zeros(xc.shape).index_copy_(1, r2c, xr))
-                del xr, xc
-            if not args.no_flex:
-                try:
-                    if no_copy:  # Flex needs the layout's length: zero-pad, the padded keys masked off
-                        fq, fk, fv = (F.pad(x, (0, 0, 0, 0, 0, N - n_video)) for x in (q, k, v))
-                        flex_fn = flex_runner(lay, video_len, n_video, H)
-                        flex = lambda q_, k_, v_: flex_fn(fq, fk, fv)[:, :n_video]  # noqa: E731
-                    else:
-                        flex = flex_runner(lay, video_len, kv_end, H)
-                    if args.check:
-                        fo = flex(q, k, v)
-                        oo = run_ours(q, k, v, lay, kv_len)
-                        rec["flex_vs_ours_rel_l2"] = float((fo.float() - oo.float()).norm() / oo.float().norm())
-                        del fo, oo
-                    flex_ms = bench(lambda: flex(q, k, v))
-                    rec.update(flex_ms=round(flex_ms, 3), flex_useful_tflops=round(useful / flex_ms / 1e9, 1),
-                               speedup_vs_flex=round(flex_ms / ours_ms, 3))
-                except Exception as e:  # keep going: the record says why
-                    traceback.print_exc()
-                    rec["flex_error"] = f"{type(e).__name__}: {str(e)[:300]}"
-            records.append(rec)
-            save()
-            print("  " + json.dumps({k: rec.get(k) for k in ("method", "block_density", "partial_fraction", "ours_ms", "useful_tflops",
-                                                           "ours_all_blocks_tflops", "cudnn_dense_ms", "flex_ms", "speedup_vs_cudnn",
-                                                           "speedup_vs_flex", "tiling_share", "rel_l2_err")}), flush=True)
-            if args.sweep == f"{name}:{method}":
-                sweep(q, k, v, lay, kv_len, rec, records, save)
-            del q, k, v
-            torch.cuda.empty_cache()
+                    def tri_tiling():
+                        for _ in range(3):
+                            gather_tokens(xr, c2r)
+                        gather_tokens(xc, r2c)
+
+                    rec["gather_fallback_ms"] = round(bench(tri_tiling, 100), 3)
+                records.append(rec)
+                save()
+                print("  " + json.dumps({k: rec.get(k) for k in ("method", "token_access", "block_density", "partial_fraction", "ours_ms",
+                                                               "kernel_canonical_ms", "useful_tflops", "ours_all_blocks_tflops",
+                                                               "cudnn_dense_ms", "flex_ms", "speedup_vs_cudnn", "speedup_vs_flex",
+                                                               "model_order_overhead", "rel_l2_err")}), flush=True)
+                if args.sweep == f"{name}:{method}":
+                    sweep(qc, kc, vc, lay, kv_len, rec, records, save)
+                del q, k, v, qc, kc, vc
+                torch.cuda.empty_cache()
+            except Exception:  # keep going with the next method; the log has the traceback
+                traceback.print_exc()
+                torch.cuda.empty_cache()
     save()
     print(f"wrote {path} ({time.time() - t_start:.0f}s)")
 

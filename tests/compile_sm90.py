@@ -16,23 +16,39 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from ditaccel.kernels import block_sparse_triton as bst
 
 
-def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, has_partial=True, has_kv_len=False, tma=True, ragged=False,
-                   dtype=torch.bfloat16):
+def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, has_partial=True, has_kv_len=False, mode=1, ragged=False,
+                   text=False, tile=(1, 8, 16), dtype=torch.bfloat16):
+    """mode: 0 pointer rows, 1 descriptor rows, 2 grid boxes (5-D descriptors)."""
     fn = bst._block_sparse_fwd
     B, N, H = 1, 75776, 40
 
     def desc(rows):
         return TensorDescriptor(torch.empty(16, 16, dtype=dtype), [B * N, H * D], [H * D, 1], [rows, D])
 
+    def box():
+        return TensorDescriptor(torch.empty(16, 16, dtype=dtype), [B, 21, 45, 80, H * D], [N * H * D, 3600 * H * D, 80 * H * D, H * D, 1],
+                                [1, *tile, D])
+
     ptr = torch.empty(1, dtype=dtype)
     i32, i8 = torch.empty(1, dtype=torch.int32), torch.empty(1, dtype=torch.int8)
-    vals = dict(Q=desc(BM), K=desc(BN), V=desc(BN), O=ptr if ragged else desc(BM)) if tma else dict(Q=ptr, K=ptr, V=ptr, O=ptr)
-    for t in "qkvo":
+    if mode == 2:
+        vals = dict(Q=box(), K=box(), V=box(), O=box())
+    elif mode == 1:
+        vals = dict(Q=desc(BM), K=desc(BN), V=desc(BN), O=desc(BM))
+    else:
+        vals = dict(Q=ptr, K=ptr, V=ptr, O=ptr)
+    text_tma = text and mode > 0
+    vals.update(O_ptr=ptr, OT_ptr=ptr, QT=desc(BM) if text_tma else ptr, KT=desc(BN) if text_tma else ptr, VT=desc(BN) if text_tma else ptr)
+    for t in ("v", "o", "t", "to"):
         vals.update({f"stride_{t}b": N * H * D, f"stride_{t}n": H * D, f"stride_{t}h": D})
-    vals.update(kv_counts=i32, kv_indices=i32, kv_partial=i8, q_lo=i32, q_hi=i32, k_coord=i32, kv_len=i32, qk_scale=0.1,
-                seq_len=N, num_heads=H, num_groups=1, num_q_blocks=N // 128, lut_width=200, SEQ_BUCKET=131072)
+    vals.update(video_row0=0, video_rows=N, video_len=N - 100 if ragged else N, text_row0=N, text_rows=N + 512, text_len=500,
+                nt_h=6, nt_w=5, kv_counts=i32, kv_counts_video=i32, kv_indices=i32, kv_partial=i8, q_lo=i32, q_hi=i32,
+                k_coord=i32, kv_len=i32, qk_scale=0.1, num_heads=H, num_groups=1, num_q_blocks=N // 128, video_blocks=N // 128,
+                lut_width=200, SEQ_BUCKET=131072)
     const = dict(HEAD_DIM=D, LAYOUT_BLOCK=128, BLOCK_M=BM, BLOCK_N=BN, NUM_STAGES=stages, HAS_PARTIAL=has_partial,
-                 HAS_KV_LEN=has_kv_len, USE_TMA=tma, RAGGED=ragged, WARP_SPECIALIZE=False)
+                 HAS_KV_LEN=has_kv_len, MODE=mode, VIDEO_RAGGED=ragged, VIDEO_CLIP=mode == 0, VIDEO_STORE_MASKED=ragged,
+                 HAS_TEXT=text, TEXT_TMA=text_tma, TEXT_CLIP=text and not text_tma, TT=tile[0], TH=tile[1], TW=tile[2],
+                 WARP_SPECIALIZE=False)
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in const:
@@ -50,6 +66,8 @@ def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, has_partial=True, h
 
 
 if __name__ == "__main__":
-    cases = [dict(), dict(has_kv_len=True), dict(has_partial=False), dict(D=64, warps=4), dict(BN=64), dict(tma=False),
-             dict(ragged=True), dict(ragged=True, tma=False), dict(ragged=True, D=64, warps=4)]
+    cases = [dict(), dict(has_kv_len=True), dict(has_partial=False), dict(D=64, warps=4), dict(BN=64), dict(mode=0),
+             dict(ragged=True), dict(ragged=True, mode=0), dict(ragged=True, D=64, warps=4), dict(mode=2), dict(mode=2, text=True),
+             dict(mode=2, tile=(2, 8, 8), D=64, warps=4, text=True, has_kv_len=True), dict(text=True, ragged=True),
+             dict(mode=0, text=True)]
     json.dump([dict(cfg, **compile_config(**cfg)) for cfg in cases], sys.stdout)

@@ -267,6 +267,76 @@ def test_sparse_attention_raster_without_copies_equals_padded_path(dtype, monkey
     assert torch.equal(out, tiling.from_canonical(padded))
 
 
+MODEL_ORDER_CASES = {
+    # name: method, grid, text tokens, text position, text mask, head_dim, the path the kernel takes
+    "tiled_ragged_grid": (Neighborhood(window=(2, 3, 5), block_size=64), (3, 6, 10), 0, "none", False, 64, "box"),
+    "tiled_text_first_masked": (Neighborhood(window=(2, 5, 5), block_size=64), (2, 5, 7), 70, "first", True, 64, "box"),
+    "tiled_text_last_hd128": (Neighborhood(window=(2, 4, 4), stride=(2, 4, 4), tile=(1, 8, 8), block_size=64), (2, 8, 16), 40,
+                              "last", False, 128, "box"),
+    "raster_text_first": (Radial(decay=0.5, block_size=64, sink=True), (3, 5, 9), 50, "first", True, 64, "rows"),
+    "raster_text_last": (Radial(decay=1.0, block_size=64, sink=False), (2, 6, 11), 30, "last", False, 64, "rows"),
+    "dilation_gathers": (Neighborhood(window=(2, 3, 3), dilation=(1, 2, 2), block_size=64), (2, 7, 9), 20, "first", True, 64,
+                         "gather"),
+}
+
+
+@needs_process
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("name", list(MODEL_ORDER_CASES))
+def test_model_order_reads_tokens_in_place(name, dtype, monkeypatch):
+    """Model-order q, k, v (video raster, text first/last, padded text per sample) through the
+    Triton op against the reference's explicit canonical sequence; tiled layouts are read as grid
+    boxes with no copy, raster ones as rows, dilated ones through one gather per tensor."""
+    from ditaccel.kernels import ops
+    from ditaccel.kernels.attention import block_sparse_attention_model_order
+    from ditaccel.plugins.sparse_attention import SparseAttention
+
+    method, grid, text_len, position, masked, D, path = MODEL_ORDER_CASES[name]
+    B, H = 2, 2
+    n_video = grid[0] * grid[1] * grid[2]
+    gen = torch.Generator().manual_seed(23)
+    qkv = torch.randn(B, n_video + text_len, 3, H, D, generator=gen).to(DEVICE, dtype)  # a fused projection
+    q, k, v = qkv.unbind(2)
+    mask = None
+    if masked:
+        mask = torch.rand(B, text_len, generator=gen) < 0.7
+        mask[:, 0] = True
+    runner = SparseAttention(method, backend="triton")
+    gathers = []
+    real_gather = ops._gather
+    monkeypatch.setattr(ops, "_gather", lambda x, i: gathers.append(1) or real_gather(x, i))
+    out = runner(q, k, v, grid, text_len=text_len, text_position=position, text_mask=mask)
+    assert len(gathers) == (4 if path == "gather" else 0)  # q, k, v in, the output back (video tokens only)
+    layout = runner.layout(grid, text_len, q.device)
+    first = position == "first"
+    kwargs = dict(video_start=text_len if first else 0, text_start=0 if first else n_video, text_len=text_len)
+    if masked:
+        kwargs["text_order"] = torch.argsort((~mask).to(torch.int8), dim=1, stable=True).to(DEVICE)
+        kwargs["kv_len"] = (layout.tiling.canon_len + mask.sum(1)).to(DEVICE, torch.int32)
+    ref = block_sparse_attention_model_order(q.double(), k.double(), v.double(), layout, backend="reference", **kwargs)
+    assert out.shape == q.shape and torch.isfinite(out).all()
+    assert rel_err(out, ref) < TOL[dtype]
+    assert (layout.tiling.tile is not None) == (path != "rows")
+
+
+@needs_process
+def test_model_order_padded_text_never_leaks():
+    """Padded text keys and tokens past the grid's edge tiles must not reach any output."""
+    from ditaccel.plugins.sparse_attention import SparseAttention
+
+    grid, text_len, H, D = (2, 5, 7), 40, 1, 64
+    runner = SparseAttention(Neighborhood(window=(2, 3, 3), block_size=64), backend="triton")
+    gen = torch.Generator().manual_seed(29)
+    q, k, v = (torch.randn(1, text_len + 70, H, D, generator=gen).to(DEVICE) for _ in range(3))
+    mask = torch.ones(1, text_len, dtype=torch.bool)
+    mask[:, 25:] = False
+    a = runner(q, k, v, grid, text_len=text_len, text_position="first", text_mask=mask)
+    k[:, 25:text_len] = 1e3
+    v[:, 25:text_len] = 1e4
+    b = runner(q, k, v, grid, text_len=text_len, text_position="first", text_mask=mask)
+    assert torch.equal(a[:, :25], b[:, :25]) and torch.equal(a[:, text_len:], b[:, text_len:])
+
+
 @needs_process
 def test_unsupported_head_dim_is_padded_and_scale_kept():
     layout = Radial(decay=1.0, block_size=64, sink=False).build_layout((2, 8, 8)).to(DEVICE)
@@ -331,8 +401,8 @@ def test_patched_wan_regional_compile_has_no_graph_break(monkeypatch):
     from ditaccel.kernels import ops
 
     calls = []
-    real = ops.block_sparse_attention_fwd
-    monkeypatch.setattr(ops, "block_sparse_attention_fwd", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real = ops.block_sparse_attention_placed
+    monkeypatch.setattr(ops, "block_sparse_attention_placed", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     cfg = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=64, in_channels=16, out_channels=16, text_dim=32,
                freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6)
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """Kernels and the data they consume. Nothing here knows about diffusers."""
 
-from .attention import block_sparse_attention
+from .attention import block_sparse_attention, block_sparse_attention_model_order
 from .layout import BlockLayout, layout_from_block_mask, layout_from_boxes, with_text
 from .reference import reference_block_sparse_attention
 from .tiling import TokenTiling, build_tiling
@@ -9,6 +9,7 @@ __all__ = [
     "BlockLayout",
     "TokenTiling",
     "block_sparse_attention",
+    "block_sparse_attention_model_order",
     "build_tiling",
     "layout_from_block_mask",
     "layout_from_boxes",

@@ -63,6 +63,69 @@ def block_sparse_attention(
     return triton_block_sparse_attention(q, k, v, layout, kv_len, scale)
 
 
+def block_sparse_attention_model_order(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layout: BlockLayout,
+    *,
+    video_start: int = 0,
+    text_start: int = 0,
+    text_len: int = 0,
+    text_order: torch.Tensor | None = None,
+    kv_len: torch.Tensor | None = None,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Attention over ``layout`` of q, k, v in the model's token order, output in that order.
+
+    q, k, v: [B, S, H, D]; the latent grid's tokens (``layout.tiling.grid``, raster order) start at
+    ``video_start``, ``text_len`` text tokens at ``text_start`` (``layout`` must have been extended
+    by ``with_text`` to that length). ``text_order`` (int [B, text_len]) lists each sample's text
+    tokens valid first, ``kv_len`` (int [B]) then ends the keys at canonical position
+    ``layout.tiling.canon_len + valid text``. The Triton backend reads the tokens where they are
+    (raster rows, or tiles as 3-D boxes of the grid) and copies only what cannot be read in place;
+    the reference backend builds the canonical sequence explicitly."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    tiling = layout.tiling
+    n_video = tiling.num_tokens
+    if backend == "triton" or (backend == "auto" and _triton_usable(q)):
+        if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
+            raise ValueError(f"q, k, v must all be [batch, seq, heads, head_dim]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        if not q.is_cuda and not _interpreting():
+            return block_sparse_attention(q, k, v, layout, backend="triton")  # raises the explanation
+        if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            raise ValueError(f"q, k, v must be float16, bfloat16 or float32 for the Triton kernel, got {q.dtype}")
+        from .ops import triton_model_order_attention
+
+        return triton_model_order_attention(q, k, v, layout, video_start=video_start, text_start=text_start,
+                                            text_len=text_len, text_order=text_order, kv_len=kv_len, scale=scale)
+    # Reference: canonical order explicitly (tiled video, then text valid-first, padded to blocks).
+    B, S, H, D = q.shape
+    video = slice(video_start, video_start + n_video)
+    text = slice(text_start, text_start + text_len)
+    index = None if text_order is None else text_order[:, :, None, None].expand(B, text_len, H, D)
+    if text_len and kv_len is None:
+        kv_len = torch.full((B,), tiling.canon_len + text_len, dtype=torch.int32, device=q.device)
+
+    def canonical(x: torch.Tensor) -> torch.Tensor:
+        parts = [tiling.to_canonical(x[:, video])]
+        if text_len:
+            parts.append(x[:, text] if index is None else torch.gather(x[:, text], 1, index))
+            pad = layout.seq_len - tiling.canon_len - text_len
+            parts.append(x.new_zeros(B, pad, H, D))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    out_c = block_sparse_attention(canonical(q), canonical(k), canonical(v), layout, kv_len, scale, backend)
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    out[:, video] = tiling.from_canonical(out_c[:, : tiling.canon_len])
+    if text_len:
+        text_out = out_c[:, tiling.canon_len : tiling.canon_len + text_len]
+        out[:, text] = text_out if index is None else torch.empty_like(text_out).scatter_(1, index, text_out)
+    return out
+
+
 def _interpreting() -> bool:
     import os
 

@@ -57,22 +57,46 @@ def interpreting() -> bool:
 
 
 @triton.jit
-def _load_tile(
-    src, bh_offset, stride_n, row0, desc_row0, col0, n_rows,
-    BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr, RAGGED: tl.constexpr,
+def _rows_tile(
+    src, b, h, row0, rows, pos, stride_b, stride_n, stride_h,
+    BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr, CLIP: tl.constexpr,
 ):
-    """[BLOCK, HEAD_DIM] tile of tokens row0.. of one (batch, head): through the descriptor, or
-    from the base pointer ``src`` plus the (batch, head) element offset (zeros from row n_rows on
-    when RAGGED)."""
+    """[BLOCK, HEAD_DIM] tile of positions pos.. of one (batch, head) of a rows source (position p
+    is row row0 + p of the batch): through a 2-D descriptor over [B * rows, H * D], or from the
+    base pointer ``src`` (rows at or past ``rows`` read as zeros when CLIP)."""
     if USE_TMA:
-        return src.load([desc_row0 + row0, col0])
+        return src.load([b * rows + row0 + pos, h * HEAD_DIM])
     else:
-        rows = (row0 + tl.arange(0, BLOCK)).to(tl.int64)
-        ptrs = src + bh_offset + rows[:, None] * stride_n + tl.arange(0, HEAD_DIM)[None, :]
-        if RAGGED:
-            return tl.load(ptrs, mask=rows[:, None] < n_rows, other=0.0)
+        r = (row0 + pos + tl.arange(0, BLOCK)).to(tl.int64)
+        ptrs = src + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + r[:, None] * stride_n + tl.arange(0, HEAD_DIM)[None, :]
+        if CLIP:
+            return tl.load(ptrs, mask=r[:, None] < rows, other=0.0)
         else:
             return tl.load(ptrs)
+
+
+@triton.jit
+def _box_origin(blk, nt_h, nt_w, TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
+    """Grid coordinates (t, h, w) of the first token of tile ``blk`` (tiles in raster order)."""
+    tw = blk % nt_w
+    rest = blk // nt_w
+    return (rest // nt_h) * TT, (rest % nt_h) * TH, tw * TW
+
+
+@triton.jit
+def _video_tile(
+    src, b, h, pos, row0, rows, stride_b, stride_n, stride_h, nt_h, nt_w,
+    BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, MODE: tl.constexpr, CLIP: tl.constexpr,
+    TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+):
+    """Tile of canonical video positions pos..pos+BLOCK-1: a 3-D box of the latent grid read in
+    place (MODE 2: 5-D descriptor over [B, T, H, W, heads*D]; out-of-grid tokens read as zeros),
+    or rows (MODE 1: 2-D descriptor, MODE 0: pointers)."""
+    if MODE == 2:
+        t0, h0, w0 = _box_origin(pos // BLOCK, nt_h, nt_w, TT, TH, TW)
+        return src.load([b, t0, h0, w0, h * HEAD_DIM]).reshape(BLOCK, HEAD_DIM)
+    else:
+        return _rows_tile(src, b, h, row0, rows, pos, stride_b, stride_n, stride_h, BLOCK, HEAD_DIM, MODE == 1, CLIP)
 
 
 @triton.jit
@@ -98,7 +122,7 @@ def _masked_scores(
     qk, start_n, is_partial, kv_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
     BLOCK_N: tl.constexpr,
 ):
-    """qk with -inf where the key is beyond kv_end or (partial blocks only) outside the query's box."""
+    """qk with -inf where the key is at or past kv_end or (partial blocks only) outside the query's box."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     kcol = offs_n.to(tl.int64) * 4
     inside = _in_range(k_coord, kcol, 0, lo0, w0) & _in_range(k_coord, kcol, 1, lo1, w1)
@@ -108,17 +132,35 @@ def _masked_scores(
 
 
 @triton.jit
+def _online_softmax(qk, v, m_i, l_i, acc, qk_scale):
+    """Fold one tile of scores (and its values) into the running max, denominator and output."""
+    m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+    p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    acc = tl.dot(p.to(v.dtype), v, acc)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _block_sparse_fwd(
-    Q, K, V, O,  # tensor descriptors (USE_TMA; O a base pointer when RAGGED) or base pointers of [B, N, H, D] tensors
-    stride_qb, stride_qn, stride_qh,
-    stride_kb, stride_kn, stride_kh,
-    stride_vb, stride_vn, stride_vh,
-    stride_ob, stride_on, stride_oh,
-    kv_counts, kv_indices, kv_partial,  # LUT: [G, Mq], [G, Mq, W], [G, Mq, W]
-    q_lo, q_hi, k_coord,  # int32 [N, 4]
-    kv_len,  # int32 [B] (only read with HAS_KV_LEN)
+    Q, K, V, O,  # video sources: 5-D descriptors (MODE 2), 2-D descriptors (MODE 1) or base pointers (MODE 0)
+    O_ptr,  # base pointer of the video output (masked stores)
+    QT, KT, VT,  # text sources: 2-D descriptors (TEXT_TMA) or base pointers
+    OT_ptr,  # base pointer of the text output
+    stride_vb, stride_vn, stride_vh,  # video q/k/v (pointer loads; the launcher makes them equal)
+    stride_ob, stride_on, stride_oh,  # video output
+    stride_tb, stride_tn, stride_th,  # text q/k/v
+    stride_tob, stride_ton, stride_toh,  # text output
+    video_row0, video_rows, video_len,  # rows source: position p is row video_row0 + p of rows per batch; video_len positions exist
+    text_row0, text_rows, text_len,  # text position p (canonical video_blocks * LAYOUT_BLOCK + p) is row text_row0 + p
+    nt_h, nt_w,  # tiles per grid row / plane (MODE 2)
+    kv_counts, kv_counts_video, kv_indices, kv_partial,  # LUT: [G, Mq], [G, Mq], [G, Mq, W], [G, Mq, W]
+    q_lo, q_hi, k_coord,  # int32 [L, 4]
+    kv_len,  # int32 [B] (only read with HAS_KV_LEN): keys at canonical positions >= kv_len[b] are ignored
     qk_scale,  # softmax scale * log2(e)
-    seq_len, num_heads, num_groups, num_q_blocks, lut_width,  # seq_len: N, the tokens q/k/v/O hold
+    num_heads, num_groups, num_q_blocks, video_blocks, lut_width,
     SEQ_BUCKET,  # autotune key only
     HEAD_DIM: tl.constexpr,
     LAYOUT_BLOCK: tl.constexpr,
@@ -127,8 +169,14 @@ def _block_sparse_fwd(
     NUM_STAGES: tl.constexpr,
     HAS_PARTIAL: tl.constexpr,
     HAS_KV_LEN: tl.constexpr,
-    USE_TMA: tl.constexpr,
-    RAGGED: tl.constexpr,  # N is not a multiple of LAYOUT_BLOCK (the layout covers more tokens)
+    MODE: tl.constexpr,  # 0 rows through pointers, 1 rows through descriptors, 2 grid boxes in place
+    VIDEO_RAGGED: tl.constexpr,  # rows mode: video_len < video_blocks * LAYOUT_BLOCK (absent tail)
+    VIDEO_CLIP: tl.constexpr,  # pointer rows mode: loads may run past the source's rows
+    VIDEO_STORE_MASKED: tl.constexpr,  # rows mode: output tiles may run past video_len
+    HAS_TEXT: tl.constexpr,
+    TEXT_TMA: tl.constexpr,
+    TEXT_CLIP: tl.constexpr,
+    TT: tl.constexpr = 1, TH: tl.constexpr = 1, TW: tl.constexpr = 1,  # the tile (MODE 2)
     WARP_SPECIALIZE: tl.constexpr = False,
 ):
     # Query tiles are the fastest grid axis: programs of one head run together and share its
@@ -137,27 +185,36 @@ def _block_sparse_fwd(
     pid_bh = tl.program_id(1)
     b = pid_bh // num_heads
     h = pid_bh % num_heads
-    lut_row = (pid_bh % num_groups).to(tl.int64) * num_q_blocks + (pid_m * BLOCK_M) // LAYOUT_BLOCK
+    q_block = (pid_m * BLOCK_M) // LAYOUT_BLOCK
+    lut_row = (pid_bh % num_groups).to(tl.int64) * num_q_blocks + q_block
     count = tl.load(kv_counts + lut_row)
     idx_row = kv_indices + lut_row * lut_width
     flag_row = kv_partial + lut_row * lut_width
+    video_end = video_blocks * LAYOUT_BLOCK  # canonical position of the first text token
 
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
-    b64 = b.to(tl.int64)
-    h64 = h.to(tl.int64)
-    q_off = b64 * stride_qb + h64 * stride_qh
-    k_off = b64 * stride_kb + h64 * stride_kh
-    v_off = b64 * stride_vb + h64 * stride_vh
-    desc_row0 = b * seq_len  # row of token 0 of this batch in the [B*N, H*D] descriptor view
-    col0 = h * HEAD_DIM
-    q = _load_tile(Q, q_off, stride_qn, start_m, desc_row0, col0, seq_len, BLOCK_M, HEAD_DIM, USE_TMA, RAGGED)
+    is_text_row = start_m >= video_end
+    if HAS_TEXT:
+        if is_text_row:
+            q = _rows_tile(QT, b, h, text_row0, text_rows, start_m - video_end, stride_tb, stride_tn, stride_th,
+                           BLOCK_M, HEAD_DIM, TEXT_TMA, TEXT_CLIP)
+        else:
+            q = _video_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
+                            BLOCK_M, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
+    else:
+        q = _video_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
+                        BLOCK_M, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
 
-    kv_end = seq_len
+    # Keys at canonical positions >= the end of their part (or kv_len) are masked; only blocks
+    # crossing the end pay for it.
+    kv_cap = video_end + text_len
     if HAS_KV_LEN:
-        kv_end = tl.minimum(tl.load(kv_len + b), seq_len)
-    # Key tiles crossing kv_end need the column test (text padding, or the ragged end).
-    CHECK_KV_END: tl.constexpr = HAS_KV_LEN or RAGGED
+        kv_cap = tl.minimum(tl.load(kv_len + b), kv_cap)
+    v_end = kv_cap
+    if VIDEO_RAGGED:
+        v_end = tl.minimum(kv_cap, video_len)
+    CHECK_V_END: tl.constexpr = HAS_KV_LEN or VIDEO_RAGGED
     if HAS_PARTIAL:
         lo0, w0 = _box_lo_width(q_lo, q_hi, offs_m, 0)
         lo1, w1 = _box_lo_width(q_lo, q_hi, offs_m, 1)
@@ -169,47 +226,90 @@ def _block_sparse_fwd(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
-    # A key block of the layout is LAYOUT_BLOCK // BLOCK_N kernel iterations.
+    # A key block of the layout is LAYOUT_BLOCK // BLOCK_N kernel iterations. Entries are sorted,
+    # so the video blocks come first, then the text blocks: two loops, each with one kind of load.
     SUB: tl.constexpr = LAYOUT_BLOCK // BLOCK_N
-    for it in tl.range(0, count * SUB, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
+    n_video = count
+    if HAS_TEXT:
+        n_video = tl.load(kv_counts_video + lut_row)
+    for it in tl.range(0, n_video * SUB, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
         entry = it // SUB
         start_n = tl.load(idx_row + entry) * LAYOUT_BLOCK + (it % SUB) * BLOCK_N
-        k = _load_tile(K, k_off, stride_kn, start_n, desc_row0, col0, seq_len, BLOCK_N, HEAD_DIM, USE_TMA, RAGGED)
-        v = _load_tile(V, v_off, stride_vn, start_n, desc_row0, col0, seq_len, BLOCK_N, HEAD_DIM, USE_TMA, RAGGED)
+        k = _video_tile(K, b, h, start_n, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
+                        BLOCK_N, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
+        v = _video_tile(V, b, h, start_n, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
+                        BLOCK_N, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
         qk = tl.dot(q, tl.trans(k))
-        # One scalar test per block; whole blocks inside kv_len skip the mask entirely.
+        # One scalar test per block; whole blocks inside the key end skip the mask entirely.
         if HAS_PARTIAL:
             is_partial = tl.load(flag_row + entry).to(tl.int32)
-            if CHECK_KV_END:
-                need_mask = (is_partial != 0) | (start_n + BLOCK_N > kv_end)
+            if CHECK_V_END:
+                need_mask = (is_partial != 0) | (start_n + BLOCK_N > v_end)
             else:
                 need_mask = is_partial != 0
             if need_mask:
-                qk = _masked_scores(qk, start_n, is_partial, kv_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3, BLOCK_N)
-        elif CHECK_KV_END:
-            if start_n + BLOCK_N > kv_end:
+                qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3, BLOCK_N)
+        elif CHECK_V_END:
+            if start_n + BLOCK_N > v_end:
                 offs_n = start_n + tl.arange(0, BLOCK_N)
-                qk = tl.where(offs_n[None, :] < kv_end, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(v.dtype), v, acc)
-        m_i = m_new
+                qk = tl.where(offs_n[None, :] < v_end, qk, float("-inf"))
+        m_i, l_i, acc = _online_softmax(qk, v, m_i, l_i, acc, qk_scale)
+
+    if HAS_TEXT:
+        # Text blocks are whole; only the block crossing the text end (or kv_len) is masked.
+        for it in tl.range(n_video * SUB, count * SUB, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
+            start_n = tl.load(idx_row + it // SUB) * LAYOUT_BLOCK + (it % SUB) * BLOCK_N
+            pos = start_n - video_end
+            k = _rows_tile(KT, b, h, text_row0, text_rows, pos, stride_tb, stride_tn, stride_th, BLOCK_N, HEAD_DIM,
+                           TEXT_TMA, TEXT_CLIP)
+            v = _rows_tile(VT, b, h, text_row0, text_rows, pos, stride_tb, stride_tn, stride_th, BLOCK_N, HEAD_DIM,
+                           TEXT_TMA, TEXT_CLIP)
+            qk = tl.dot(q, tl.trans(k))
+            if start_n + BLOCK_N > kv_cap:
+                offs_n = start_n + tl.arange(0, BLOCK_N)
+                qk = tl.where(offs_n[None, :] < kv_cap, qk, float("-inf"))
+            m_i, l_i, acc = _online_softmax(qk, v, m_i, l_i, acc, qk_scale)
 
     l_i = tl.where(l_i == 0.0, 1.0, l_i)  # rows with no key at all: output 0
     out = (acc / l_i[:, None]).to(q.dtype)
-    if USE_TMA and not RAGGED:
-        O.store([desc_row0 + start_m, col0], out)
-    else:
-        o_base = O + b64 * stride_ob + h64 * stride_oh
-        rows = offs_m.to(tl.int64)
-        o_ptrs = o_base + rows[:, None] * stride_on + tl.arange(0, HEAD_DIM)[None, :]
-        if RAGGED:
-            tl.store(o_ptrs, out, mask=rows[:, None] < seq_len)
+    if HAS_TEXT:
+        if is_text_row:
+            pos = start_m - video_end + tl.arange(0, BLOCK_M)
+            rows = (text_row0 + pos).to(tl.int64)
+            ptrs = OT_ptr + b.to(tl.int64) * stride_tob + h.to(tl.int64) * stride_toh + rows[:, None] * stride_ton
+            tl.store(ptrs + tl.arange(0, HEAD_DIM)[None, :], out, mask=pos[:, None] < text_len)
         else:
-            tl.store(o_ptrs, out)
+            _store_video(O, O_ptr, out, b, h, q_block, start_m, video_row0, video_rows, video_len,
+                         stride_ob, stride_on, stride_oh, nt_h, nt_w, BLOCK_M, HEAD_DIM, MODE, VIDEO_STORE_MASKED, TT, TH, TW)
+    else:
+        _store_video(O, O_ptr, out, b, h, q_block, start_m, video_row0, video_rows, video_len,
+                     stride_ob, stride_on, stride_oh, nt_h, nt_w, BLOCK_M, HEAD_DIM, MODE, VIDEO_STORE_MASKED, TT, TH, TW)
+
+
+@triton.jit
+def _store_video(
+    O, O_ptr, out, b, h, q_block, start_m, video_row0, video_rows, video_len,
+    stride_ob, stride_on, stride_oh, nt_h, nt_w,
+    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, MODE: tl.constexpr, MASKED: tl.constexpr,
+    TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+):
+    if MODE == 2:
+        # The descriptor's bounds clip the padding tokens of edge tiles.
+        t0, h0, w0 = _box_origin(q_block, nt_h, nt_w, TT, TH, TW)
+        O.store([b, t0, h0, w0, h * HEAD_DIM], out.reshape(1, TT, TH, TW, HEAD_DIM))
+    elif MODE == 1 and not MASKED:
+        O.store([b * video_rows + video_row0 + start_m, h * HEAD_DIM], out)
+    else:
+        # Masked pointer stores: a descriptor store of a tile past video_len would spill into the
+        # rows that follow (text, or the next batch).
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        rows = (video_row0 + offs_m).to(tl.int64)
+        ptrs = O_ptr + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + rows[:, None] * stride_on
+        ptrs = ptrs + tl.arange(0, HEAD_DIM)[None, :]
+        if MASKED:
+            tl.store(ptrs, out, mask=offs_m[:, None] < video_len)
+        else:
+            tl.store(ptrs, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,15 +323,19 @@ def _config(block_m: int, block_n: int, warps: int, stages: int) -> triton.Confi
 
 
 def _set_descriptor_blocks(nargs) -> None:
-    """Descriptors carry the tile shape, which depends on the config being tried."""
-    if not nargs.get("USE_TMA"):
-        return
+    """Row descriptors carry the tile shape, which depends on the config being tried (grid boxes
+    are always one layout block)."""
     d, bm, bn = nargs["HEAD_DIM"], nargs["BLOCK_M"], nargs["BLOCK_N"]
-    nargs["Q"].block_shape = [bm, d]
-    if not nargs.get("RAGGED"):
-        nargs["O"].block_shape = [bm, d]
-    nargs["K"].block_shape = [bn, d]
-    nargs["V"].block_shape = [bn, d]
+    if nargs.get("MODE") == 1:
+        nargs["Q"].block_shape = [bm, d]
+        nargs["K"].block_shape = [bn, d]
+        nargs["V"].block_shape = [bn, d]
+        if not nargs.get("VIDEO_STORE_MASKED"):
+            nargs["O"].block_shape = [bm, d]
+    if nargs.get("HAS_TEXT") and nargs.get("TEXT_TMA"):
+        nargs["QT"].block_shape = [bm, d]
+        nargs["KT"].block_shape = [bn, d]
+        nargs["VT"].block_shape = [bn, d]
 
 
 # Hopper-oriented candidates (BLOCK_M, BLOCK_N, warps, stages); >= 3 stages so the LUT load is
@@ -265,6 +369,8 @@ def _prune_configs(configs, named_args, **kwargs):
     args = {**named_args, **kwargs}  # constexprs arrive as keyword arguments
     lb, d = args["LAYOUT_BLOCK"], args["HEAD_DIM"]
     limit = _smem_limit()
+    box = args.get("MODE") == 2  # grid boxes are read whole: one layout block per tile
+    configs = [c for c in configs if not box or c.kwargs["BLOCK_M"] == c.kwargs["BLOCK_N"] == lb]
     keep = [
         c for c in configs
         if lb % c.kwargs["BLOCK_M"] == 0 and lb % c.kwargs["BLOCK_N"] == 0 and _smem_bytes(c, d) <= limit
@@ -279,7 +385,7 @@ def _prune_configs(configs, named_args, **kwargs):
 
 _block_sparse_fwd_tuned = triton.autotune(
     configs=AUTOTUNE_CONFIGS,
-    key=["HEAD_DIM", "LAYOUT_BLOCK", "SEQ_BUCKET", "HAS_PARTIAL", "HAS_KV_LEN", "USE_TMA", "RAGGED"],
+    key=["HEAD_DIM", "LAYOUT_BLOCK", "SEQ_BUCKET", "HAS_PARTIAL", "HAS_KV_LEN", "MODE", "VIDEO_RAGGED", "HAS_TEXT", "TEXT_TMA"],
     prune_configs_by={"early_config_prune": _prune_configs},
 )(_block_sparse_fwd)
 
@@ -312,19 +418,42 @@ def _tma_supported(device_index: int) -> bool:
     return major >= 9
 
 
-def _use_tma(q, k, v, out) -> bool:
-    if TensorDescriptor is None:
+def tma_usable(*tensors: torch.Tensor) -> bool:
+    """Can the kernel read (and write) these [B, N, H, D] tensors through tensor descriptors?"""
+    if TensorDescriptor is None or not all(_descriptor_view_ok(x) for x in tensors):
         return False
-    if not all(_descriptor_view_ok(x) for x in (q, k, v, out)):
-        return False
-    if q.device.type != "cuda":
+    x = tensors[0]
+    if x.device.type != "cuda":
         return True  # interpreter: descriptors are emulated
-    return _tma_supported(q.device.index if q.device.index is not None else torch.cuda.current_device())
+    return _tma_supported(x.device.index if x.device.index is not None else torch.cuda.current_device())
 
 
-def _descriptor(x: torch.Tensor, block_rows: int) -> "TensorDescriptor":
+def _row_descriptor(x: torch.Tensor, block_rows: int) -> "TensorDescriptor":
     B, N, H, D = x.shape
     return TensorDescriptor(x, [B * N, H * D], [x.stride(1), 1], [block_rows, D])
+
+
+def _box_descriptor(x: torch.Tensor, start: int, grid, tile) -> "TensorDescriptor":
+    """5-D descriptor over the video tokens x[:, start : start + T*H*W] seen as [B, T, H, W, heads*D]."""
+    B, _, H, D = x.shape
+    T, Hg, Wg = grid
+    sb, sn = x.stride(0), x.stride(1)
+    return TensorDescriptor(x[:, start:], [B, T, Hg, Wg, H * D], [sb, Hg * Wg * sn, Wg * sn, sn, 1], [1, *tile, D])
+
+
+def box_readable(x: torch.Tensor, start: int) -> bool:
+    """Can the kernel read grid boxes of x's video tokens in place (5-D descriptor constraints)?"""
+    B, N, H, D = x.shape
+    sb, sn, sh, sd = x.stride()
+    e = x.element_size()
+    return (sd == 1 and sh == D and (sn * e) % 16 == 0 and (sb * e) % 16 == 0 and (x.data_ptr() + start * sn * e) % 16 == 0)
+
+
+def _check_sequence(N: int, layout_len: int, block_size: int) -> None:
+    if not layout_len - block_size < N <= layout_len:
+        raise ValueError(
+            f"sequence length {N} must be within one block (block_size={block_size}) below the layout's {layout_len} tokens"
+        )
 
 
 def block_sparse_attention_fwd(
@@ -345,8 +474,8 @@ def block_sparse_attention_fwd(
     config: dict | None = None,
     use_tma: bool | None = None,
 ) -> torch.Tensor:
-    """Raw launcher. q, k, v: [B, N, H, D] (canonical order, last dim contiguous); LUT tensors as
-    in BlockLayout, on q's device. Returns a new [B, N, H, D] tensor.
+    """Raw launcher on canonical-order tensors. q, k, v: [B, N, H, D] (last dim contiguous); LUT
+    tensors as in BlockLayout, on q's device. Returns a new [B, N, H, D] tensor.
 
     N may fall short of the layout's length L (kv_counts.shape[1] * block_size) by less than one
     block: tokens N..L-1 are then treated as absent (keys masked, query rows not computed), which
@@ -356,58 +485,121 @@ def block_sparse_attention_fwd(
     config: {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"} to bypass the autotuner.
     """
     B, N, H, D = q.shape
+    _check_head_dim(D)
+    _check_sequence(N, kv_counts.shape[-1] * block_size, block_size)
+    out = torch.empty((B, N, H, D), dtype=q.dtype, device=q.device)
+    _launch(q, k, v, out, (kv_counts, kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord), kv_len, scale, block_size,
+            video_start=0, video_len=N, video_blocks=kv_counts.shape[-1], box=None, text=None,
+            has_partial=has_partial, config=config, use_tma=use_tma)
+    return out
+
+
+def block_sparse_attention_placed(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lut: tuple,
+    kv_len: torch.Tensor | None,
+    scale: float | None,
+    block_size: int,
+    *,
+    video_start: int,
+    video_len: int,
+    video_blocks: int,
+    box: tuple | None,
+    text: tuple | None,
+    has_partial: bool,
+    config: dict | None = None,
+) -> None:
+    """Launcher on tensors in the model's token order, written into ``out`` in place.
+
+    lut = (kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord) of a layout whose
+    first ``video_blocks`` blocks are video. Video: ``box=None`` reads canonical position p from row
+    video_start + p of q, k, v (raster layouts, or tensors already in canonical order; positions from
+    video_len on are absent); ``box=(grid, tile)`` reads tile j of the latent grid whose raster tokens
+    are q[:, video_start : video_start + prod(grid)], in place (needs tensor descriptors). Text:
+    ``(qt, kt, vt, ot, row0, length)``, canonical text position p being row row0 + p."""
+    _check_head_dim(q.shape[-1])
+    _launch(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start, video_len=video_len,
+            video_blocks=video_blocks, box=box, text=text, has_partial=has_partial, config=config, use_tma=None)
+
+
+def _check_head_dim(D: int) -> None:
     if D not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head_dim must be one of {SUPPORTED_HEAD_DIMS} for the Triton kernel, got {D}")
-    layout_len = kv_counts.shape[-1] * block_size
-    if not layout_len - block_size < N <= layout_len:
-        raise ValueError(
-            f"sequence length {N} must be within one block (block_size={block_size}) below the layout's {layout_len} tokens"
-        )
-    ragged = N != layout_len
-    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord = (
-        x.contiguous() for x in (kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord)
-    )
-    out = torch.empty((B, N, H, D), dtype=q.dtype, device=q.device)
-    if B * N * H == 0:
-        return out
+
+
+def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_len, video_blocks, box, text,
+            has_partial, config, use_tma) -> None:
+    B, S, H, D = q.shape
+    kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord = (x.contiguous() for x in lut)
     G, M = kv_counts.shape
     W = kv_indices.shape[-1]
+    if B * H * M == 0 or video_len == 0:
+        return
     if scale is None:
         scale = 1.0 / math.sqrt(D)
-    tma = _use_tma(q, k, v, out) if use_tma is None else use_tma
-    if tma:
-        Qa, Ka, Va, Oa = (_descriptor(x, block_size) for x in (q, k, v, out))
-        if ragged:
-            Oa = out  # masked pointer stores (see the module docstring)
+    has_text = text is not None and video_blocks < M
+    qt, kt, vt, ot, text_row0, text_len = text if has_text else (q, k, v, out, 0, 0)
+    if box is not None:
+        mode = 2
+        if not (tma_usable(q) and all(box_readable(x, video_start) for x in (q, k, v, out))):
+            raise ValueError("grid boxes need tensor descriptors (Hopper or newer, 16-byte aligned rows)")
     else:
-        Qa, Ka, Va, Oa = q, k, v, out
+        tma = tma_usable(q, k, v, out) if use_tma is None else use_tma
+        mode = 1 if tma else 0
+    if mode == 0 and not (k.stride() == q.stride() and v.stride() == q.stride()):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # pointer loads share one set of strides
+    text_tma = has_text and mode > 0 and tma_usable(qt, kt, vt)
+    if has_text and not text_tma and not (kt.stride() == qt.stride() and vt.stride() == qt.stride()):
+        qt, kt, vt = qt.contiguous(), kt.contiguous(), vt.contiguous()
+    video_ragged = box is None and video_len < video_blocks * block_size
+    if mode == 2:
+        grid, tile = box
+        Qa, Ka, Va, Oa = (_box_descriptor(x, video_start, grid, tile) for x in (q, k, v, out))
+        nt_h, nt_w = -(-grid[1] // tile[1]), -(-grid[2] // tile[2])
+        tile_kw = dict(TT=tile[0], TH=tile[1], TW=tile[2])
+    else:
+        Qa, Ka, Va, Oa = (_row_descriptor(x, block_size) for x in (q, k, v, out)) if mode == 1 else (q, k, v, out)
+        nt_h = nt_w = 1
+        tile_kw = {}
+    QTa, KTa, VTa = (_row_descriptor(x, block_size) for x in (qt, kt, vt)) if text_tma else (qt, kt, vt)
     has_kv_len = kv_len is not None
     kv_len_arg = kv_len.to(device=q.device, dtype=torch.int32) if has_kv_len else kv_counts
     args = (
-        Qa, Ka, Va, Oa,
-        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
-        kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len_arg,
+        Qa, Ka, Va, Oa, out, QTa, KTa, VTa, ot,
+        *q.stride()[:3], *out.stride()[:3], *qt.stride()[:3], *ot.stride()[:3],
+        video_start, S, video_len, text_row0, qt.shape[1], text_len,
+        nt_h, nt_w,
+        kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len_arg,
         float(scale) * LOG2E,
-        N, H, G, M, W,
-        1 << max(N - 1, 1).bit_length(),
+        H, G, M, video_blocks, W,
+        1 << max(M * block_size - 1, 1).bit_length(),
     )
-    flags = dict(HEAD_DIM=D, LAYOUT_BLOCK=block_size, HAS_PARTIAL=bool(has_partial), HAS_KV_LEN=has_kv_len, USE_TMA=tma,
-                 RAGGED=ragged)
+    span = video_blocks * block_size
+    flags = dict(
+        HEAD_DIM=D, LAYOUT_BLOCK=block_size, HAS_PARTIAL=bool(has_partial), HAS_KV_LEN=has_kv_len, MODE=mode,
+        VIDEO_RAGGED=video_ragged, VIDEO_CLIP=mode == 0 and video_start + span > S, VIDEO_STORE_MASKED=video_ragged,
+        HAS_TEXT=has_text, TEXT_TMA=text_tma, TEXT_CLIP=has_text and not text_tma and text_row0 + (M - video_blocks) * block_size > qt.shape[1],
+        **tile_kw,
+    )
+    # Query tiles: every block of the layout, except that rows-mode tiles wholly past the last
+    # video row (sub-block tiles of a ragged end, no text after them) have nothing to store.
+    rows = video_len if mode < 2 and not has_text else M * block_size
     if config is None and not interpreting():
-        grid = lambda meta: (triton.cdiv(N, meta["BLOCK_M"]), B * H)  # noqa: E731
-        _block_sparse_fwd_tuned[grid](*args, **flags)
-        return out
+        grid_fn = lambda meta: (triton.cdiv(rows, meta["BLOCK_M"]), B * H)  # noqa: E731
+        _block_sparse_fwd_tuned[grid_fn](*args, **flags)
+        return
     cfg = dict(default_config(D, block_size), **(config or {}))
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    if block_size % bm or block_size % bn:
-        raise ValueError(f"BLOCK_M={bm} and BLOCK_N={bn} must divide the layout block size {block_size}")
-    if tma:
-        _set_descriptor_blocks({"Q": Qa, "K": Ka, "V": Va, "O": Oa, "USE_TMA": True, "RAGGED": ragged, "HEAD_DIM": D,
-                                "BLOCK_M": bm, "BLOCK_N": bn})
-    _block_sparse_fwd[(triton.cdiv(N, bm), B * H)](
+    if block_size % bm or block_size % bn or (mode == 2 and not bm == bn == block_size):
+        raise ValueError(f"BLOCK_M={bm} and BLOCK_N={bn} must divide the layout block size {block_size} "
+                         "(and equal it when reading grid boxes)")
+    _set_descriptor_blocks({"Q": Qa, "K": Ka, "V": Va, "O": Oa, "QT": QTa, "KT": KTa, "VT": VTa, "HEAD_DIM": D,
+                            "BLOCK_M": bm, "BLOCK_N": bn, **flags})
+    _block_sparse_fwd[(triton.cdiv(rows, bm), B * H)](
         *args, **flags, BLOCK_M=bm, BLOCK_N=bn, NUM_STAGES=cfg["num_stages"],
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
-    return out

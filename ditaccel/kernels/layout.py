@@ -40,6 +40,9 @@ class BlockLayout:
     k_coord: torch.Tensor  # int32 [seq_len, 4]
     tiling: TokenTiling | None = field(default=None, repr=False)
     num_text_blocks: int = 0  # trailing blocks holding text tokens (joint attention)
+    # int32 [G, num_q_blocks]: how many of each row's entries are video blocks (they come first);
+    # None without text blocks (then all of them)
+    kv_counts_video: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def num_blocks(self) -> int:
@@ -78,6 +81,7 @@ class BlockLayout:
             self.k_coord.to(device),
             self.tiling,
             self.num_text_blocks,
+            None if self.kv_counts_video is None else self.kv_counts_video.to(device),
         )
 
     def dense_block_mask(self) -> torch.Tensor:
@@ -239,4 +243,5 @@ def with_text(layout: BlockLayout, text_len: int) -> BlockLayout:
         torch.cat([layout.k_coord, torch.zeros(nt * bs, 4, dtype=torch.int32, device=layout.k_coord.device)]),
         layout.tiling,
         nt,
+        torch.cat([layout.kv_counts, torch.full((G, nt), nv, dtype=torch.int32, device=dev)], dim=1),
     )

@@ -11,7 +11,15 @@ import weakref
 
 import torch
 
-from .block_sparse_triton import SUPPORTED_HEAD_DIMS, block_sparse_attention_fwd
+import math
+
+from .block_sparse_triton import (
+    SUPPORTED_HEAD_DIMS,
+    block_sparse_attention_fwd,
+    block_sparse_attention_placed,
+    box_readable,
+    tma_usable,
+)
 from .layout import BlockLayout
 
 
@@ -41,6 +49,84 @@ def block_sparse_attention_op(
 @block_sparse_attention_op.register_fake
 def _(q, k, v, kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len, scale, block_size, has_partial):
     return q.new_empty(q.shape)
+
+
+@torch.library.custom_op("ditaccel::block_sparse_attention_model_order", mutates_args=())
+def model_order_attention_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_counts: torch.Tensor,
+    kv_counts_video: torch.Tensor,
+    kv_indices: torch.Tensor,
+    kv_partial: torch.Tensor,
+    q_lo: torch.Tensor,
+    q_hi: torch.Tensor,
+    k_coord: torch.Tensor,
+    kv_len: torch.Tensor | None,
+    text_order: torch.Tensor | None,
+    canon_to_raster: torch.Tensor | None,
+    raster_to_canon: torch.Tensor | None,
+    scale: float,
+    block_size: int,
+    has_partial: bool,
+    grid: list[int],
+    tile: list[int],
+    video_start: int,
+    video_blocks: int,
+    text_start: int,
+    text_len: int,
+) -> torch.Tensor:
+    """Block-sparse attention of q, k, v in the model's token order ([B, S, H, D]: the latent grid's
+    raster tokens from ``video_start``, ``text_len`` text tokens from ``text_start``); returns the
+    output in the same order. How the kernel gets at the canonical order, cheapest first:
+    raster layouts (no permutation given) are read as they are; tiled layouts (``tile`` given) are
+    read tile by tile as 3-D boxes of the grid, in place; other tiled layouts (dilation, or no
+    tensor descriptors) are gathered into canonical order and back (``canon_to_raster`` /
+    ``raster_to_canon``). ``text_order`` (int [B, text_len]) puts valid text first; ``kv_len`` then
+    cuts the padding off (canonical positions)."""
+    B, S, H, D = q.shape
+    n_video = math.prod(grid)
+    out = torch.empty((B, S, H, D), dtype=q.dtype, device=q.device)
+    lut = (kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord)
+    common = dict(video_blocks=video_blocks, has_partial=has_partial)
+    text = text_index = None
+    if text_len:
+        if text_order is None:
+            text = (q, k, v, out, text_start, text_len)
+        else:
+            text_index = text_order[:, :, None, None].expand(B, text_len, H, D)
+            qt, kt, vt = (torch.gather(x[:, text_start : text_start + text_len], 1, text_index) for x in (q, k, v))
+            text = (qt, kt, vt, torch.empty_like(qt), 0, text_len)
+    if canon_to_raster is None:  # raster order: canonical up to the absent end padding
+        block_sparse_attention_placed(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start,
+                                      video_len=n_video, box=None, text=text, **common)
+    elif tile and tma_usable(q) and all(box_readable(x, video_start) for x in (q, k, v, out)):
+        block_sparse_attention_placed(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start,
+                                      video_len=n_video, box=(tuple(grid), tuple(tile)), text=text, **common)
+    else:
+        video = slice(video_start, video_start + n_video)
+        qc, kc, vc = (_gather(x[:, video], canon_to_raster) for x in (q, k, v))
+        oc = torch.empty_like(qc)
+        block_sparse_attention_placed(qc, kc, vc, oc, lut, kv_len, scale, block_size, video_start=0,
+                                      video_len=qc.shape[1], box=None, text=text, **common)
+        out[:, video] = _gather(oc, raster_to_canon)
+    if text_index is not None:
+        out[:, text_start : text_start + text_len].scatter_(1, text_index, text[3])
+    return out
+
+
+@model_order_attention_op.register_fake
+def _(q, k, v, kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len, text_order,
+      canon_to_raster, raster_to_canon, scale, block_size, has_partial, grid, tile, video_start, video_blocks,
+      text_start, text_len):
+    return torch.empty(q.shape, dtype=q.dtype, device=q.device)
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    from .permute_triton import gather_tokens, gather_tokens_reference
+
+    return gather_tokens(x, index) if x.is_cuda else gather_tokens_reference(x, index)
 
 
 # Layouts are built once per grid; keep one copy per device and remember whether any block is
@@ -87,5 +173,49 @@ def triton_block_sparse_attention(
     out = block_sparse_attention_op(
         q, k, v, lay.kv_counts, lay.kv_indices, lay.kv_partial, lay.q_lo, lay.q_hi, lay.k_coord,
         kv_len, float(scale), lay.block_size, has_partial,
+    )
+    return out[..., :D] if target != D else out
+
+
+def _padded_head_dim(D: int) -> int:
+    target = next((d for d in SUPPORTED_HEAD_DIMS if d >= D), None)
+    if target is None:
+        raise ValueError(f"head_dim must be <= {SUPPORTED_HEAD_DIMS[-1]} for the Triton kernel, got {D}")
+    return target
+
+
+def triton_model_order_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layout: BlockLayout,
+    *,
+    video_start: int,
+    text_start: int,
+    text_len: int,
+    text_order: torch.Tensor | None,
+    kv_len: torch.Tensor | None,
+    scale: float | None,
+) -> torch.Tensor:
+    """Triton backend of ``block_sparse_attention_model_order`` (see there)."""
+    D = q.shape[-1]
+    scale = D**-0.5 if scale is None else scale
+    target = _padded_head_dim(D)
+    if target != D:
+        pad = lambda x: torch.nn.functional.pad(x, (0, target - D))  # noqa: E731
+        q, k, v = pad(q), pad(k), pad(v)
+    lay, has_partial = _prepared(layout, q.device)
+    tiling = lay.tiling
+    tiled = not tiling.is_identity and tiling.tile is not None
+    boxable = tiled and tiling.dilation == (1, 1, 1)
+    c2r = tiling._device_index(q.device, "canon_to_raster") if tiled else None
+    r2c = tiling._device_index(q.device, "raster_to_canon") if tiled else None
+    counts_video = lay.kv_counts if lay.kv_counts_video is None else lay.kv_counts_video
+    out = model_order_attention_op(
+        q, k, v, lay.kv_counts, counts_video, lay.kv_indices, lay.kv_partial, lay.q_lo, lay.q_hi, lay.k_coord,
+        None if kv_len is None else kv_len.to(device=q.device, dtype=torch.int32),
+        None if text_order is None else text_order.to(q.device),
+        c2r, r2c, float(scale), lay.block_size, has_partial, list(tiling.grid),
+        list(tiling.tile) if boxable else [], video_start, lay.num_blocks - lay.num_text_blocks, text_start, text_len,
     )
     return out[..., :D] if target != D else out

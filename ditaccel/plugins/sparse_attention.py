@@ -3,13 +3,13 @@
 The processors hand over q, k, v as [B, S, H, D] in the model's order (video tokens raster,
 text first, last or absent). This object:
 1. checks that the video part matches the latent grid,
-2. moves video tokens into the method's canonical (tiled) order and appends the text tokens,
-   valid ones first per sample, so padded text keys are cut off by a per-sample key length
-   (skipped for raster-order layouts without text: the kernel takes the model's tensors as they
-   are, the layout's end padding being treated as absent tokens),
-3. runs the block-sparse kernel on the method's layout (built once per grid, text length and
-   device, then cached),
-4. puts the output back in the model's order.
+2. gets the method's layout for the grid (built once per grid, text length and device, then
+   cached; the transformer's pre-hook builds it before the first attention call),
+3. orders each sample's text valid first when there is a text mask (padded text keys are then
+   cut off by a per-sample key length),
+4. runs block-sparse attention in the model's token order: the Triton kernel reads the video
+   tokens where they are (raster rows, or whole tiles as 3-D boxes of the latent grid) and the
+   reference backend builds the canonical (tiled) sequence explicitly (kernels/attention.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..kernels import BlockLayout, block_sparse_attention, with_text
+from ..kernels import BlockLayout, with_text
+from ..kernels.attention import block_sparse_attention_model_order
 from ..kernels.tiling import Grid
 
 TEXT_POSITIONS = ("none", "first", "last")
@@ -51,7 +52,12 @@ class SparseAttention:
     def layout(self, grid: Grid, text_len: int, device: torch.device) -> BlockLayout:
         key = (tuple(grid), text_len, str(device))
         if key not in self._layouts:
-            self._layouts[key] = with_text(self.video_layout(grid), text_len).to(device)
+            layout = with_text(self.video_layout(grid), text_len).to(device)
+            tiling = layout.tiling
+            if tiling.tile is not None:  # the permutations too, now: not inside a compiled region
+                tiling._device_index(torch.device(device), "canon_to_raster")
+                tiling._device_index(torch.device(device), "raster_to_canon")
+            self._layouts[key] = layout
         return self._layouts[key]
 
     def __call__(
@@ -78,46 +84,14 @@ class SparseAttention:
                 f"{S - text_len} video tokens (sequence {S}, text {text_len}); the grid does not match the sequence"
             )
         layout = self.layout(grid, text_len, q.device)
-        tiling = layout.tiling
-        if text_len == 0 and tiling.tile is None:
-            # Raster order is canonical order up to the padding at the end, which the kernel
-            # treats as absent when the sequence stops short of it: no copies in or out.
-            return block_sparse_attention(q, k, v, layout, None, scale, self.backend)
-
-        def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-            if text_len == 0:
-                return x, None
-            if text_position == "first":
-                return x[:, text_len:], x[:, :text_len]
-            return x[:, :n_video], x[:, n_video:]
-
         text_order = kv_len = None
         if text_len and text_mask is not None:
             mask = text_mask.to(device=q.device, dtype=torch.bool)
             # Valid text first (stable), so padding is a suffix cut off by kv_len.
             text_order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
-            kv_len = (tiling.canon_len + mask.sum(1)).to(torch.int32)
-        elif text_len:
-            # Text is padded up to whole blocks: those padding keys must stay out.
-            kv_len = torch.full((B,), tiling.canon_len + text_len, dtype=torch.int32, device=q.device)
-
-        def canonical(x: torch.Tensor) -> torch.Tensor:
-            video, text = split(x)
-            video = tiling.to_canonical(video)
-            if text is None:
-                return video.contiguous()
-            if text_order is not None:
-                text = torch.gather(text, 1, text_order[:, :, None, None].expand_as(text))
-            pad = layout.seq_len - tiling.canon_len - text_len
-            parts = [video, text] + ([text.new_zeros(B, pad, H, D)] if pad else [])
-            return torch.cat(parts, dim=1)
-
-        out = block_sparse_attention(canonical(q), canonical(k), canonical(v), layout, kv_len, scale, self.backend)
-        video_out = tiling.from_canonical(out[:, : tiling.canon_len])
-        if text_len == 0:
-            return video_out
-        text_out = out[:, tiling.canon_len : tiling.canon_len + text_len]
-        if text_order is not None:
-            text_out = torch.empty_like(text_out).scatter_(1, text_order[:, :, None, None].expand_as(text_out), text_out)
-        parts = [text_out, video_out] if text_position == "first" else [video_out, text_out]
-        return torch.cat(parts, dim=1)
+            kv_len = (layout.tiling.canon_len + mask.sum(1)).to(torch.int32)
+        first = text_position == "first"
+        return block_sparse_attention_model_order(
+            q, k, v, layout, video_start=text_len if first else 0, text_start=0 if first else n_video,
+            text_len=text_len, text_order=text_order, kv_len=kv_len, scale=scale, backend=self.backend,
+        )
