@@ -86,8 +86,8 @@ def canonical(x: torch.Tensor, lay: BlockLayout, placement: dict) -> torch.Tenso
     if text_len:
         ts = placement["text_start"]
         text = x[:, ts : ts + text_len]
-        order = placement["text_order"]
-        parts += [torch.gather(text, 1, order[:, :, None, None].expand_as(text)),
+        order = placement.get("text_order")
+        parts += [text if order is None else torch.gather(text, 1, order[:, :, None, None].expand_as(text)),
                   x.new_zeros(x.shape[0], lay.seq_len - t.canon_len - text_len, *x.shape[2:])]
     return torch.cat(parts, dim=1).contiguous() if len(parts) > 1 else parts[0].contiguous()
 
@@ -261,7 +261,7 @@ def main() -> None:
                 # the kernel; the output comes back in the model's order.
                 first = cfg.get("text_position") == "first"
                 placement = dict(video_start=text_len if first else 0, text_start=0 if first else n_video, text_len=text_len)
-                if text_len:
+                if text_real < text_len:  # the model passes a text mask (HunyuanVideo): valid text first, keys cut at kv_len
                     valid = torch.arange(text_len, device="cuda")[None] < text_real
                     placement.update(text_order=torch.argsort((~valid).to(torch.int8), dim=1, stable=True), kv_len=kv_len)
                 q, k, v = (torch.randn(1, n_video + text_len, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))

@@ -32,7 +32,7 @@ def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, has_partial=True, h
     ptr = torch.empty(1, dtype=dtype)
     i32, i8 = torch.empty(1, dtype=torch.int32), torch.empty(1, dtype=torch.int8)
     if mode == 2:
-        vals = dict(Q=box(), K=box(), V=box(), O=box())
+        vals = dict(Q=desc(BM), K=box(), V=box(), O=ptr)
     elif mode == 1:
         vals = dict(Q=desc(BM), K=desc(BN), V=desc(BN), O=desc(BM))
     else:
@@ -42,7 +42,7 @@ def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, has_partial=True, h
     for t in ("v", "o", "t", "to"):
         vals.update({f"stride_{t}b": N * H * D, f"stride_{t}n": H * D, f"stride_{t}h": D})
     vals.update(video_row0=0, video_rows=N, video_len=N - 100 if ragged else N, text_row0=N, text_rows=N + 512, text_len=500,
-                nt_h=6, nt_w=5, kv_counts=i32, kv_counts_video=i32, kv_indices=i32, kv_partial=i8, q_lo=i32, q_hi=i32,
+                nt_h=6, nt_w=5, grid_t=21, grid_h=45, grid_w=80, kv_counts=i32, kv_counts_video=i32, kv_indices=i32, kv_partial=i8, q_lo=i32, q_hi=i32,
                 k_coord=i32, kv_len=i32, qk_scale=0.1, num_heads=H, num_groups=1, num_q_blocks=N // 128, video_blocks=N // 128,
                 lut_width=200, SEQ_BUCKET=131072)
     const = dict(HEAD_DIM=D, LAYOUT_BLOCK=128, BLOCK_M=BM, BLOCK_N=BN, NUM_STAGES=stages, HAS_PARTIAL=has_partial,

@@ -285,8 +285,9 @@ MODEL_ORDER_CASES = {
 @pytest.mark.parametrize("name", list(MODEL_ORDER_CASES))
 def test_model_order_reads_tokens_in_place(name, dtype, monkeypatch):
     """Model-order q, k, v (video raster, text first/last, padded text per sample) through the
-    Triton op against the reference's explicit canonical sequence; tiled layouts are read as grid
-    boxes with no copy, raster ones as rows, dilated ones through one gather per tensor."""
+    Triton op against the reference's explicit canonical sequence; tiled layouts have keys and
+    values read as grid boxes in place (queries gathered), raster ones are read as rows, dilated
+    ones go through one gather per tensor."""
     from ditaccel.kernels import ops
     from ditaccel.kernels.attention import block_sparse_attention_model_order
     from ditaccel.plugins.sparse_attention import SparseAttention
@@ -306,7 +307,8 @@ def test_model_order_reads_tokens_in_place(name, dtype, monkeypatch):
     real_gather = ops._gather
     monkeypatch.setattr(ops, "_gather", lambda x, i: gathers.append(1) or real_gather(x, i))
     out = runner(q, k, v, grid, text_len=text_len, text_position=position, text_mask=mask)
-    assert len(gathers) == (4 if path == "gather" else 0)  # q, k, v in, the output back (video tokens only)
+    # gather: q, k, v in and the output back; grid boxes: the queries only; rows: nothing
+    assert len(gathers) == {"gather": 4, "box": 1, "rows": 0}[path]
     layout = runner.layout(grid, text_len, q.device)
     first = position == "first"
     kwargs = dict(video_start=text_len if first else 0, text_start=0 if first else n_video, text_len=text_len)

@@ -20,17 +20,34 @@ get a negative width, which as uint32 admits everything, so they become lo = -2,
 coordinate is -2 (real ones are >= 0, padding -1), so they still admit nothing. Rows that see no key at all
 (padding queries) finish with l == 0 and are written as zeros, like the reference.
 
-Ragged sequences. q, k, v and the output may hold N tokens with seq_len - block_size < N <=
-seq_len (a raster-order layout whose padding tokens the caller never materialised): tokens >= N
-are absent. Keys >= N are masked like keys beyond kv_len (only blocks crossing N pay), query
-rows >= N are not stored. Loads past N need no mask with descriptors (rows of the next batch are
-finite and masked out; past the tensor TMA zero-fills) but do with pointers, and the output is
-then stored with masked pointer stores: a descriptor store of the last tile would spill into the
-next batch's rows.
+Where the tokens come from. The layout indexes a canonical sequence: video blocks first
+(positions 0 .. video_blocks * block - 1), then text blocks. The kernel reads both where the model
+keeps them, so token tiling costs no copy of keys and values:
+- rows (MODE 0 pointers, MODE 1 2-D descriptors over [B * rows, H * D]): canonical video
+  position p is row video_row0 + p of each batch. This serves raster layouts on the model's own
+  tensors (the video may start after the text) and tensors already in canonical order.
+- grid boxes (MODE 2): a tiled layout's block j is tile j of the latent grid (tiles in raster
+  order, tokens inside a tile in raster order), which a 5-D descriptor over the video tokens
+  viewed as [B, T, H, W, heads * D] loads as one box; tokens past the grid's edge read as zeros
+  (their coordinates are padding, so the box test drops them). The output goes back row by row
+  to the tile's raster places (edge padding skipped); the queries, read once per program, come
+  from a copy in canonical order.
+- text (HAS_TEXT): text position p is row text_row0 + p of its own tensors (the model's, or a
+  small reordered copy when a text mask puts valid tokens first). Entries of a LUT row are
+  sorted, so the key loop is two loops: the video entries, then the text entries, each with one
+  kind of load.
 
-K/V go through tensor descriptors (TMA on Hopper) over the [B*N, H*D] view of the canonical
-[B, N, H, D] tensors, so the kernel reads the model's layout directly with no transpose copy;
-other GPUs (and non-viewable strides) use plain pointer loads.
+Ragged ends. In rows mode the video may hold video_len tokens, fewer than its blocks cover
+(a raster layout whose padding tokens the caller never materialised): positions >= video_len are
+absent. Keys there are masked like keys beyond kv_len (only blocks crossing the end pay), query
+rows there are not stored. Loads past the end need no mask with descriptors (the following rows
+are finite and masked out; past the tensor TMA zero-fills) but do with pointers, and the output
+is then stored with masked pointer stores: a descriptor store of the last tile would spill into
+the rows that follow (text, or the next batch). Text keys past text_len (or kv_len) are masked
+the same way.
+
+All [B, N, H, D] tensors are read in the model's layout (no transpose copy); GPUs without tensor
+descriptors use plain pointer loads (and the caller gathers tiled layouts).
 """
 
 from __future__ import annotations
@@ -84,6 +101,19 @@ def _box_origin(blk, nt_h, nt_w, TT: tl.constexpr, TH: tl.constexpr, TW: tl.cons
 
 
 @triton.jit
+def _box_rows(blk, nt_h, nt_w, grid_t, grid_h, grid_w, TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
+    """Raster token index (within the video) of every position of tile ``blk``, and whether the
+    position is inside the grid (edge tiles hang over it)."""
+    t0, h0, w0 = _box_origin(blk, nt_h, nt_w, TT, TH, TW)
+    i = tl.arange(0, TT * TH * TW)
+    t = t0 + i // (TH * TW)
+    hh = h0 + (i // TW) % TH
+    w = w0 + i % TW
+    inside = (t < grid_t) & (hh < grid_h) & (w < grid_w)
+    return (t * grid_h + hh) * grid_w + w, inside
+
+
+@triton.jit
 def _video_tile(
     src, b, h, pos, row0, rows, stride_b, stride_n, stride_h, nt_h, nt_w,
     BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, MODE: tl.constexpr, CLIP: tl.constexpr,
@@ -97,6 +127,22 @@ def _video_tile(
         return src.load([b, t0, h0, w0, h * HEAD_DIM]).reshape(BLOCK, HEAD_DIM)
     else:
         return _rows_tile(src, b, h, row0, rows, pos, stride_b, stride_n, stride_h, BLOCK, HEAD_DIM, MODE == 1, CLIP)
+
+
+@triton.jit
+def _query_tile(
+    Q, b, h, pos, row0, rows, stride_b, stride_n, stride_h, nt_h, nt_w, grid_t, grid_h, grid_w,
+    BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, MODE: tl.constexpr, CLIP: tl.constexpr,
+    TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+):
+    """The program's query tile. With grid boxes, Q is a copy already in canonical order read
+    through a 2-D descriptor (see _launch: a query tile loaded into registers instead of shared
+    memory, or through a reshaped 5-D box, was slow or, on Triton 3.6, wrong); rows modes as in
+    _video_tile."""
+    if MODE == 2:
+        return _rows_tile(Q, b, h, 0, rows, pos, stride_b, stride_n, stride_h, BLOCK, HEAD_DIM, True, False)
+    else:
+        return _rows_tile(Q, b, h, row0, rows, pos, stride_b, stride_n, stride_h, BLOCK, HEAD_DIM, MODE == 1, CLIP)
 
 
 @triton.jit
@@ -146,7 +192,7 @@ def _online_softmax(qk, v, m_i, l_i, acc, qk_scale):
 @triton.jit
 def _block_sparse_fwd(
     Q, K, V, O,  # video sources: 5-D descriptors (MODE 2), 2-D descriptors (MODE 1) or base pointers (MODE 0)
-    O_ptr,  # base pointer of the video output (masked stores)
+    O_ptr,  # base pointer of the video output (masked or per-row stores)
     QT, KT, VT,  # text sources: 2-D descriptors (TEXT_TMA) or base pointers
     OT_ptr,  # base pointer of the text output
     stride_vb, stride_vn, stride_vh,  # video q/k/v (pointer loads; the launcher makes them equal)
@@ -155,7 +201,7 @@ def _block_sparse_fwd(
     stride_tob, stride_ton, stride_toh,  # text output
     video_row0, video_rows, video_len,  # rows source: position p is row video_row0 + p of rows per batch; video_len positions exist
     text_row0, text_rows, text_len,  # text position p (canonical video_blocks * LAYOUT_BLOCK + p) is row text_row0 + p
-    nt_h, nt_w,  # tiles per grid row / plane (MODE 2)
+    nt_h, nt_w, grid_t, grid_h, grid_w,  # tiles per grid row / plane, and the grid (MODE 2)
     kv_counts, kv_counts_video, kv_indices, kv_partial,  # LUT: [G, Mq], [G, Mq], [G, Mq, W], [G, Mq, W]
     q_lo, q_hi, k_coord,  # int32 [L, 4]
     kv_len,  # int32 [B] (only read with HAS_KV_LEN): keys at canonical positions >= kv_len[b] are ignored
@@ -200,11 +246,11 @@ def _block_sparse_fwd(
             q = _rows_tile(QT, b, h, text_row0, text_rows, start_m - video_end, stride_tb, stride_tn, stride_th,
                            BLOCK_M, HEAD_DIM, TEXT_TMA, TEXT_CLIP)
         else:
-            q = _video_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
-                            BLOCK_M, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
+            q = _query_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
+                            grid_t, grid_h, grid_w, BLOCK_M, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
     else:
-        q = _video_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
-                        BLOCK_M, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
+        q = _query_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
+                        grid_t, grid_h, grid_w, BLOCK_M, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
 
     # Keys at canonical positions >= the end of their part (or kv_len) are masked; only blocks
     # crossing the end pay for it.
@@ -280,23 +326,27 @@ def _block_sparse_fwd(
             tl.store(ptrs + tl.arange(0, HEAD_DIM)[None, :], out, mask=pos[:, None] < text_len)
         else:
             _store_video(O, O_ptr, out, b, h, q_block, start_m, video_row0, video_rows, video_len,
-                         stride_ob, stride_on, stride_oh, nt_h, nt_w, BLOCK_M, HEAD_DIM, MODE, VIDEO_STORE_MASKED, TT, TH, TW)
+                         stride_ob, stride_on, stride_oh, nt_h, nt_w, grid_t, grid_h, grid_w, BLOCK_M, HEAD_DIM, MODE,
+                         VIDEO_STORE_MASKED, TT, TH, TW)
     else:
         _store_video(O, O_ptr, out, b, h, q_block, start_m, video_row0, video_rows, video_len,
-                     stride_ob, stride_on, stride_oh, nt_h, nt_w, BLOCK_M, HEAD_DIM, MODE, VIDEO_STORE_MASKED, TT, TH, TW)
+                     stride_ob, stride_on, stride_oh, nt_h, nt_w, grid_t, grid_h, grid_w, BLOCK_M, HEAD_DIM, MODE,
+                     VIDEO_STORE_MASKED, TT, TH, TW)
 
 
 @triton.jit
 def _store_video(
     O, O_ptr, out, b, h, q_block, start_m, video_row0, video_rows, video_len,
-    stride_ob, stride_on, stride_oh, nt_h, nt_w,
+    stride_ob, stride_on, stride_oh, nt_h, nt_w, grid_t, grid_h, grid_w,
     BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, MODE: tl.constexpr, MASKED: tl.constexpr,
     TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
 ):
     if MODE == 2:
-        # The descriptor's bounds clip the padding tokens of edge tiles.
-        t0, h0, w0 = _box_origin(q_block, nt_h, nt_w, TT, TH, TW)
-        O.store([b, t0, h0, w0, h * HEAD_DIM], out.reshape(1, TT, TH, TW, HEAD_DIM))
+        # Row by row to the tile's raster positions; padding positions of edge tiles are skipped.
+        raster, inside = _box_rows(q_block, nt_h, nt_w, grid_t, grid_h, grid_w, TT, TH, TW)
+        r = (video_row0 + raster).to(tl.int64)
+        ptrs = O_ptr + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + r[:, None] * stride_on
+        tl.store(ptrs + tl.arange(0, HEAD_DIM)[None, :], out, mask=inside[:, None])
     elif MODE == 1 and not MASKED:
         O.store([b * video_rows + video_row0 + start_m, h * HEAD_DIM], out)
     else:
@@ -517,8 +567,10 @@ def block_sparse_attention_placed(
     lut = (kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord) of a layout whose
     first ``video_blocks`` blocks are video. Video: ``box=None`` reads canonical position p from row
     video_start + p of q, k, v (raster layouts, or tensors already in canonical order; positions from
-    video_len on are absent); ``box=(grid, tile)`` reads tile j of the latent grid whose raster tokens
-    are q[:, video_start : video_start + prod(grid)], in place (needs tensor descriptors). Text:
+    video_len on are absent); ``box=(grid, tile, q_canonical)`` reads key/value tile j of the latent grid whose
+    raster tokens are k[:, video_start : video_start + prod(grid)] in place (5-D tensor descriptors),
+    queries from q_canonical ([B, canonical video length, H, D]), and writes the output rows back to
+    their raster places in ``out``. Text:
     ``(qt, kt, vt, ot, row0, length)``, canonical text position p being row row0 + p."""
     _check_head_dim(q.shape[-1])
     _launch(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start, video_len=video_len,
@@ -544,7 +596,7 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
     qt, kt, vt, ot, text_row0, text_len = text if has_text else (q, k, v, out, 0, 0)
     if box is not None:
         mode = 2
-        if not (tma_usable(q) and all(box_readable(x, video_start) for x in (q, k, v, out))):
+        if not (tma_usable(q, box[2]) and all(box_readable(x, video_start) for x in (k, v))):
             raise ValueError("grid boxes need tensor descriptors (Hopper or newer, 16-byte aligned rows)")
     else:
         tma = tma_usable(q, k, v, out) if use_tma is None else use_tma
@@ -555,23 +607,28 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
     if has_text and not text_tma and not (kt.stride() == qt.stride() and vt.stride() == qt.stride()):
         qt, kt, vt = qt.contiguous(), kt.contiguous(), vt.contiguous()
     video_ragged = box is None and video_len < video_blocks * block_size
+    q_rows, q_strides = S, q.stride()[:3]
     if mode == 2:
-        grid, tile = box
-        Qa, Ka, Va, Oa = (_box_descriptor(x, video_start, grid, tile) for x in (q, k, v, out))
+        grid, tile, q_canonical = box
+        Qa = _row_descriptor(q_canonical, block_size)
+        Ka, Va, Oa = _box_descriptor(k, video_start, grid, tile), _box_descriptor(v, video_start, grid, tile), out
+        q_rows, q_strides = q_canonical.shape[1], q_canonical.stride()[:3]
         nt_h, nt_w = -(-grid[1] // tile[1]), -(-grid[2] // tile[2])
+        grid_dims = tuple(int(g) for g in grid)
         tile_kw = dict(TT=tile[0], TH=tile[1], TW=tile[2])
     else:
         Qa, Ka, Va, Oa = (_row_descriptor(x, block_size) for x in (q, k, v, out)) if mode == 1 else (q, k, v, out)
         nt_h = nt_w = 1
+        grid_dims = (1, 1, 1)
         tile_kw = {}
     QTa, KTa, VTa = (_row_descriptor(x, block_size) for x in (qt, kt, vt)) if text_tma else (qt, kt, vt)
     has_kv_len = kv_len is not None
     kv_len_arg = kv_len.to(device=q.device, dtype=torch.int32) if has_kv_len else kv_counts
     args = (
         Qa, Ka, Va, Oa, out, QTa, KTa, VTa, ot,
-        *q.stride()[:3], *out.stride()[:3], *qt.stride()[:3], *ot.stride()[:3],
-        video_start, S, video_len, text_row0, qt.shape[1], text_len,
-        nt_h, nt_w,
+        *q_strides, *out.stride()[:3], *qt.stride()[:3], *ot.stride()[:3],
+        video_start, q_rows, video_len, text_row0, qt.shape[1], text_len,
+        nt_h, nt_w, *grid_dims,
         kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len_arg,
         float(scale) * LOG2E,
         H, G, M, video_blocks, W,

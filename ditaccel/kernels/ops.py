@@ -80,9 +80,10 @@ def model_order_attention_op(
     """Block-sparse attention of q, k, v in the model's token order ([B, S, H, D]: the latent grid's
     raster tokens from ``video_start``, ``text_len`` text tokens from ``text_start``); returns the
     output in the same order. How the kernel gets at the canonical order, cheapest first:
-    raster layouts (no permutation given) are read as they are; tiled layouts (``tile`` given) are
-    read tile by tile as 3-D boxes of the grid, in place; other tiled layouts (dilation, or no
-    tensor descriptors) are gathered into canonical order and back (``canon_to_raster`` /
+    raster layouts (no permutation given) are read as they are; tiled layouts (``tile`` given) have
+    their keys and values read tile by tile as 3-D boxes of the grid, in place, the output written
+    back row by row, and only the queries gathered; other tiled layouts (dilation, or no tensor
+    descriptors) are gathered into canonical order and back (``canon_to_raster`` /
     ``raster_to_canon``). ``text_order`` (int [B, text_len]) puts valid text first; ``kv_len`` then
     cuts the padding off (canonical positions)."""
     B, S, H, D = q.shape
@@ -101,9 +102,12 @@ def model_order_attention_op(
     if canon_to_raster is None:  # raster order: canonical up to the absent end padding
         block_sparse_attention_placed(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start,
                                       video_len=n_video, box=None, text=text, **common)
-    elif tile and tma_usable(q) and all(box_readable(x, video_start) for x in (q, k, v, out)):
+    elif tile and tma_usable(q) and all(box_readable(x, video_start) for x in (k, v)):
+        # Keys and values stay where they are; only the queries (read once per program) are
+        # gathered into canonical order.
+        q_canonical = _gather(q[:, video_start : video_start + n_video], canon_to_raster)
         block_sparse_attention_placed(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start,
-                                      video_len=n_video, box=(tuple(grid), tuple(tile)), text=text, **common)
+                                      video_len=n_video, box=(tuple(grid), tuple(tile), q_canonical), text=text, **common)
     else:
         video = slice(video_start, video_start + n_video)
         qc, kc, vc = (_gather(x[:, video], canon_to_raster) for x in (q, k, v))
