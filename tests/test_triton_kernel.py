@@ -305,7 +305,7 @@ def test_model_order_reads_tokens_in_place(name, dtype, monkeypatch):
     runner = SparseAttention(method, backend="triton")
     gathers = []
     real_gather = ops._gather
-    monkeypatch.setattr(ops, "_gather", lambda x, i: gathers.append(1) or real_gather(x, i))
+    monkeypatch.setattr(ops, "_gather", lambda x, i, out=None: gathers.append(1) or real_gather(x, i, out=out))
     out = runner(q, k, v, grid, text_len=text_len, text_position=position, text_mask=mask)
     # gather: q, k, v in and the output back; grid boxes: the queries only; rows: nothing
     assert len(gathers) == {"gather": 4, "box": 1, "rows": 0}[path]

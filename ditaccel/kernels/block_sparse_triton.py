@@ -31,7 +31,9 @@ keeps them, so token tiling costs no copy of keys and values:
   viewed as [B, T, H, W, heads * D] loads as one box; tokens past the grid's edge read as zeros
   (their coordinates are padding, so the box test drops them). The output goes back row by row
   to the tile's raster places (edge padding skipped); the queries, read once per program, come
-  from a copy in canonical order.
+  from a copy in canonical order (text queries included). Loading the query tile any other way
+  cost more: into registers (pointer loads, or a branch between video and text) ran up to 1.8x
+  slower on H100, and a reshaped 5-D box fed to the dot gave wrong results with Triton 3.6.
 - text (HAS_TEXT): text position p is row text_row0 + p of its own tensors (the model's, or a
   small reordered copy when a text mask puts valid tokens first). Entries of a LUT row are
   sorted, so the key loop is two loops: the video entries, then the text entries, each with one
@@ -130,22 +132,6 @@ def _video_tile(
 
 
 @triton.jit
-def _query_tile(
-    Q, b, h, pos, row0, rows, stride_b, stride_n, stride_h, nt_h, nt_w, grid_t, grid_h, grid_w,
-    BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, MODE: tl.constexpr, CLIP: tl.constexpr,
-    TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
-):
-    """The program's query tile. With grid boxes, Q is a copy already in canonical order read
-    through a 2-D descriptor (see _launch: a query tile loaded into registers instead of shared
-    memory, or through a reshaped 5-D box, was slow or, on Triton 3.6, wrong); rows modes as in
-    _video_tile."""
-    if MODE == 2:
-        return _rows_tile(Q, b, h, 0, rows, pos, stride_b, stride_n, stride_h, BLOCK, HEAD_DIM, True, False)
-    else:
-        return _rows_tile(Q, b, h, row0, rows, pos, stride_b, stride_n, stride_h, BLOCK, HEAD_DIM, MODE == 1, CLIP)
-
-
-@triton.jit
 def _box_lo_width(q_lo, q_hi, offs_m, c: tl.constexpr):
     """One coordinate of the rows' boxes as (lo, width) for the unsigned range test; empty boxes
     become (-2, 0), which no coordinate passes (see the module docstring)."""
@@ -241,16 +227,19 @@ def _block_sparse_fwd(
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
     is_text_row = start_m >= video_end
-    if HAS_TEXT:
+    if MODE == 2:
+        # Grid boxes: all queries (text too) come from one copy in canonical order.
+        q = _rows_tile(Q, b, h, 0, video_rows, start_m, stride_vb, stride_vn, stride_vh, BLOCK_M, HEAD_DIM, True, False)
+    elif HAS_TEXT:
         if is_text_row:
             q = _rows_tile(QT, b, h, text_row0, text_rows, start_m - video_end, stride_tb, stride_tn, stride_th,
                            BLOCK_M, HEAD_DIM, TEXT_TMA, TEXT_CLIP)
         else:
-            q = _query_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
-                            grid_t, grid_h, grid_w, BLOCK_M, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
+            q = _video_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
+                            BLOCK_M, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
     else:
-        q = _query_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
-                        grid_t, grid_h, grid_w, BLOCK_M, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
+        q = _video_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
+                        BLOCK_M, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
 
     # Keys at canonical positions >= the end of their part (or kv_len) are masked; only blocks
     # crossing the end pay for it.
@@ -569,8 +558,8 @@ def block_sparse_attention_placed(
     video_start + p of q, k, v (raster layouts, or tensors already in canonical order; positions from
     video_len on are absent); ``box=(grid, tile, q_canonical)`` reads key/value tile j of the latent grid whose
     raster tokens are k[:, video_start : video_start + prod(grid)] in place (5-D tensor descriptors),
-    queries from q_canonical ([B, canonical video length, H, D]), and writes the output rows back to
-    their raster places in ``out``. Text:
+    all queries from q_canonical ([B, layout length, H, D]: canonical video, then the text), and
+    writes the output rows back to their raster places in ``out``. Text:
     ``(qt, kt, vt, ot, row0, length)``, canonical text position p being row row0 + p."""
     _check_head_dim(q.shape[-1])
     _launch(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start, video_len=video_len,

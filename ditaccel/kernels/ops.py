@@ -105,7 +105,13 @@ def model_order_attention_op(
     elif tile and tma_usable(q) and all(box_readable(x, video_start) for x in (k, v)):
         # Keys and values stay where they are; only the queries (read once per program) are
         # gathered into canonical order.
-        q_canonical = _gather(q[:, video_start : video_start + n_video], canon_to_raster)
+        # Text queries follow the video's in the same copy, so every program loads its queries
+        # the same way.
+        canon_len = canon_to_raster.shape[0]
+        q_canonical = q.new_empty(B, canon_len + text_len, H, D)
+        _gather(q[:, video_start : video_start + n_video], canon_to_raster, out=q_canonical[:, :canon_len])
+        if text_len:
+            q_canonical[:, canon_len:] = text[0][:, text[4] : text[4] + text_len]
         block_sparse_attention_placed(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start,
                                       video_len=n_video, box=(tuple(grid), tuple(tile), q_canonical), text=text, **common)
     else:
@@ -127,10 +133,13 @@ def _(q, k, v, kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k
     return torch.empty(q.shape, dtype=q.dtype, device=q.device)
 
 
-def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def _gather(x: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     from .permute_triton import gather_tokens, gather_tokens_reference
 
-    return gather_tokens(x, index) if x.is_cuda else gather_tokens_reference(x, index)
+    if x.is_cuda:
+        return gather_tokens(x, index, out=out)
+    y = gather_tokens_reference(x, index)
+    return y if out is None else out.copy_(y)
 
 
 # Layouts are built once per grid; keep one copy per device and remember whether any block is

@@ -36,9 +36,10 @@ def _gather_rows(
     tl.store(out + b * stride_ob + rows.to(tl.int64)[:, None] * stride_on + cols[None, :], vals, mask=row_ok[:, None] & col_ok[None, :])
 
 
-def gather_tokens(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def gather_tokens(src: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """out[:, i] = src[:, index[i]] (zeros where index[i] < 0). src: [B, N, ...] with the trailing
-    dims contiguous; index: int [n_out] on src's device. Returns [B, n_out, ...]."""
+    dims contiguous; index: int [n_out] on src's device. Returns [B, n_out, ...], written into
+    ``out`` when given (any [B, n_out, ...] tensor whose trailing dims are contiguous)."""
     B, N = src.shape[:2]
     tail = src.shape[2:]
     x = src.reshape(B, N, -1)
@@ -46,15 +47,20 @@ def gather_tokens(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()
     C = x.shape[-1]
     n_out = index.shape[0]
-    out = torch.empty((B, n_out, C), dtype=src.dtype, device=src.device)
+    if out is not None:
+        result = out
+        out = out.view(B, n_out, C)  # a view: raises if the trailing dims are not contiguous
+    else:
+        out = result = torch.empty((B, n_out, C), dtype=src.dtype, device=src.device).view(B, n_out, *tail)
+        out = out.view(B, n_out, C)
     if B * n_out * C == 0:
-        return out.view(B, n_out, *tail)
+        return result
     block_c = min(triton.next_power_of_2(C), 1024)
     block_r = max(1, 4096 // block_c)
     grid = (triton.cdiv(n_out, block_r), triton.cdiv(C, block_c), B)
     _gather_rows[grid](x, out, index, n_out, C, x.stride(0), x.stride(1), out.stride(0), out.stride(1),
                        BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4)
-    return out.view(B, n_out, *tail)
+    return result
 
 
 def gather_tokens_reference(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
