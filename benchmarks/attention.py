@@ -36,6 +36,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ditaccel.kernels import block_sparse_triton as bst  # noqa: E402
+from ditaccel.kernels import ops  # noqa: E402  (the token path the runtime chose)
 from ditaccel.kernels.attention import block_sparse_attention_model_order  # noqa: E402
 from ditaccel.kernels.layout import BlockLayout, pack_block_mask, with_text  # noqa: E402
 from ditaccel.kernels.ops import _prepared  # noqa: E402  (has_partial, looked up once per layout object)
@@ -97,7 +98,7 @@ def token_access(lay: BlockLayout) -> str:
     t = lay.tiling
     if t is None or t.tile is None:
         return "rows in place"
-    return "grid boxes in place" if t.dilation == (1, 1, 1) else "gathered"
+    return "tiled: box or gather (timed)" if t.dilation == (1, 1, 1) else "gathered"
 
 
 def gpu_name() -> str:
@@ -308,6 +309,8 @@ def main() -> None:
                         traceback.print_exc()
                         rec["flex_error"] = f"{type(e).__name__}: {str(e)[:300]}"
                 times = bench_rounds(fns, args.rounds)
+                if lay.tiling is not None and lay.tiling.tile is not None and ops._chosen_paths:
+                    rec["token_access"] += f" / chosen: {list(ops._chosen_paths.values())[-1]}"
                 computed = float(lay.kv_counts.double().sum()) * lay.block_size**2
                 useful = 4.0 * computed * D * H
                 all_flops = 4.0 * N * N * D * H

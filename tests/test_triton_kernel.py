@@ -282,12 +282,13 @@ MODEL_ORDER_CASES = {
 
 @needs_process
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("token_path", ["box", "gather"])
 @pytest.mark.parametrize("name", list(MODEL_ORDER_CASES))
-def test_model_order_reads_tokens_in_place(name, dtype, monkeypatch):
+def test_model_order_reads_tokens_in_place(name, token_path, dtype, monkeypatch):
     """Model-order q, k, v (video raster, text first/last, padded text per sample) through the
-    Triton op against the reference's explicit canonical sequence; tiled layouts have keys and
-    values read as grid boxes in place (queries gathered), raster ones are read as rows, dilated
-    ones go through one gather per tensor."""
+    Triton op against the reference's explicit canonical sequence. Tiled layouts either have keys
+    and values read as grid boxes in place (queries gathered) or go through one gather per tensor
+    (token_path; dilated windows always do); raster ones are read as rows."""
     from ditaccel.kernels import ops
     from ditaccel.kernels.attention import block_sparse_attention_model_order
     from ditaccel.plugins.sparse_attention import SparseAttention
@@ -303,6 +304,9 @@ def test_model_order_reads_tokens_in_place(name, dtype, monkeypatch):
         mask = torch.rand(B, text_len, generator=gen) < 0.7
         mask[:, 0] = True
     runner = SparseAttention(method, backend="triton")
+    monkeypatch.setattr(ops, "TOKEN_PATH", token_path)
+    if token_path == "gather" and path == "box":
+        path = "gather"
     gathers = []
     real_gather = ops._gather
     monkeypatch.setattr(ops, "_gather", lambda x, i, out=None: gathers.append(1) or real_gather(x, i, out=out))
@@ -421,3 +425,19 @@ def test_patched_wan_regional_compile_has_no_graph_break(monkeypatch):
         compiled = model(**inputs, return_dict=False)[0]
     assert len(calls) == 4
     assert torch.allclose(eager, compiled, atol=1e-5)
+
+
+@needs_process
+def test_token_path_auto_picks_one_and_keeps_it(monkeypatch):
+    from ditaccel.kernels import ops
+    from ditaccel.plugins.sparse_attention import SparseAttention
+
+    monkeypatch.setattr(ops, "TOKEN_PATH", "auto")
+    monkeypatch.setattr(ops, "_chosen_paths", {})
+    runner = SparseAttention(Neighborhood(window=(2, 3, 5), block_size=64), backend="triton")
+    gen = torch.Generator().manual_seed(31)
+    q, k, v = (torch.randn(1, 3 * 6 * 10, 2, 64, generator=gen).to(DEVICE) for _ in range(3))
+    a = runner(q, k, v, (3, 6, 10))
+    assert list(ops._chosen_paths.values()) in (["box"], ["gather"])
+    b = runner(q, k, v, (3, 6, 10))
+    assert len(ops._chosen_paths) == 1 and torch.equal(a, b)

@@ -79,51 +79,90 @@ def model_order_attention_op(
 ) -> torch.Tensor:
     """Block-sparse attention of q, k, v in the model's token order ([B, S, H, D]: the latent grid's
     raster tokens from ``video_start``, ``text_len`` text tokens from ``text_start``); returns the
-    output in the same order. How the kernel gets at the canonical order, cheapest first:
-    raster layouts (no permutation given) are read as they are; tiled layouts (``tile`` given) have
-    their keys and values read tile by tile as 3-D boxes of the grid, in place, the output written
-    back row by row, and only the queries gathered; other tiled layouts (dilation, or no tensor
-    descriptors) are gathered into canonical order and back (``canon_to_raster`` /
-    ``raster_to_canon``). ``text_order`` (int [B, text_len]) puts valid text first; ``kv_len`` then
-    cuts the padding off (canonical positions)."""
+    output in the same order. How the kernel gets at the canonical order: raster layouts (no
+    permutation given) are read as they are. Tiled layouts take one of two paths: "box" reads keys
+    and values tile by tile as 3-D boxes of the grid, in place, gathers only the queries and writes
+    the output back row by row (``tile`` given, tensor descriptors available); "gather" copies q, k,
+    v into canonical order and the output back (``canon_to_raster`` / ``raster_to_canon``), the
+    only path for dilated windows. Neither wins everywhere on an H100 (see TOKEN_PATH), so on a GPU
+    the first call of each shape times both and keeps the faster. ``text_order`` (int [B,
+    text_len]) puts valid text first; ``kv_len`` then cuts the padding off (canonical positions)."""
     B, S, H, D = q.shape
     n_video = math.prod(grid)
-    out = torch.empty((B, S, H, D), dtype=q.dtype, device=q.device)
     lut = (kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord)
-    common = dict(video_blocks=video_blocks, has_partial=has_partial)
-    text = text_index = None
-    if text_len:
-        if text_order is None:
-            text = (q, k, v, out, text_start, text_len)
-        else:
-            text_index = text_order[:, :, None, None].expand(B, text_len, H, D)
-            qt, kt, vt = (torch.gather(x[:, text_start : text_start + text_len], 1, text_index) for x in (q, k, v))
-            text = (qt, kt, vt, torch.empty_like(qt), 0, text_len)
-    if canon_to_raster is None:  # raster order: canonical up to the absent end padding
-        block_sparse_attention_placed(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start,
-                                      video_len=n_video, box=None, text=text, **common)
-    elif tile and tma_usable(q) and all(box_readable(x, video_start) for x in (k, v)):
-        # Keys and values stay where they are; only the queries (read once per program) are
-        # gathered into canonical order.
-        # Text queries follow the video's in the same copy, so every program loads its queries
-        # the same way.
-        canon_len = canon_to_raster.shape[0]
-        q_canonical = q.new_empty(B, canon_len + text_len, H, D)
-        _gather(q[:, video_start : video_start + n_video], canon_to_raster, out=q_canonical[:, :canon_len])
+
+    def run(path: str) -> torch.Tensor:
+        out = torch.empty((B, S, H, D), dtype=q.dtype, device=q.device)
+        common = dict(video_blocks=video_blocks, has_partial=has_partial)
+        text = text_index = None
         if text_len:
-            q_canonical[:, canon_len:] = text[0][:, text[4] : text[4] + text_len]
-        block_sparse_attention_placed(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start,
-                                      video_len=n_video, box=(tuple(grid), tuple(tile), q_canonical), text=text, **common)
-    else:
-        video = slice(video_start, video_start + n_video)
-        qc, kc, vc = (_gather(x[:, video], canon_to_raster) for x in (q, k, v))
-        oc = torch.empty_like(qc)
-        block_sparse_attention_placed(qc, kc, vc, oc, lut, kv_len, scale, block_size, video_start=0,
-                                      video_len=qc.shape[1], box=None, text=text, **common)
-        out[:, video] = _gather(oc, raster_to_canon)
-    if text_index is not None:
-        out[:, text_start : text_start + text_len].scatter_(1, text_index, text[3])
-    return out
+            if text_order is None:
+                text = (q, k, v, out, text_start, text_len)
+            else:
+                text_index = text_order[:, :, None, None].expand(B, text_len, H, D)
+                qt, kt, vt = (torch.gather(x[:, text_start : text_start + text_len], 1, text_index) for x in (q, k, v))
+                text = (qt, kt, vt, torch.empty_like(qt), 0, text_len)
+        if path == "rows":  # raster order: canonical up to the absent end padding
+            block_sparse_attention_placed(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start,
+                                          video_len=n_video, box=None, text=text, **common)
+        elif path == "box":
+            # Text queries follow the video's in the same copy, so every program loads its queries
+            # the same way.
+            canon_len = canon_to_raster.shape[0]
+            q_canonical = q.new_empty(B, canon_len + text_len, H, D)
+            _gather(q[:, video_start : video_start + n_video], canon_to_raster, out=q_canonical[:, :canon_len])
+            if text_len:
+                q_canonical[:, canon_len:] = text[0][:, text[4] : text[4] + text_len]
+            block_sparse_attention_placed(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start,
+                                          video_len=n_video, box=(tuple(grid), tuple(tile), q_canonical), text=text, **common)
+        else:
+            video = slice(video_start, video_start + n_video)
+            qc, kc, vc = (_gather(x[:, video], canon_to_raster) for x in (q, k, v))
+            oc = torch.empty_like(qc)
+            block_sparse_attention_placed(qc, kc, vc, oc, lut, kv_len, scale, block_size, video_start=0,
+                                          video_len=qc.shape[1], box=None, text=text, **common)
+            out[:, video] = _gather(oc, raster_to_canon)
+        if text_index is not None:
+            out[:, text_start : text_start + text_len].scatter_(1, text_index, text[3])
+        return out
+
+    if canon_to_raster is None:
+        return run("rows")
+    if not (tile and tma_usable(q) and all(box_readable(x, video_start) for x in (k, v))):
+        return run("gather")
+    if TOKEN_PATH != "auto":
+        return run(TOKEN_PATH)
+    key = (tuple(grid), tuple(tile), video_start, text_start, text_len, text_order is None, tuple(q.shape), q.dtype,
+           str(q.device), tuple(k.stride()), tuple(v.stride()))
+    if key not in _chosen_paths:
+        _chosen_paths[key] = _faster(run, ("box", "gather")) if q.is_cuda else "box"
+    return run(_chosen_paths[key])
+
+
+# Token path for tiled layouts: "auto" (time both on the first call of each shape), "box" or
+# "gather". On an H100 (benchmarks/results/attention_h100.json, session 3) the box path cost
+# 2.4-5.3% over the kernel on pre-tiled tensors for Wan's windows, the gather path 2.1-6.2%; for
+# HunyuanVideo, NATTEN's case and CogVideoX the box path cost 3-22%, the gather path 1.5-6.2%.
+TOKEN_PATH = "auto"
+_chosen_paths: dict = {}
+
+
+def _faster(run, paths: tuple[str, ...], reps: int = 3) -> str:
+    """The path whose best of ``reps`` timed calls is shortest (after one untimed call each,
+    which also runs the kernel autotuner)."""
+    best, best_ms = paths[0], float("inf")
+    for path in paths:
+        run(path)
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run(path)
+            end.record()
+            end.synchronize()
+            ms = start.elapsed_time(end)
+            if ms < best_ms:
+                best, best_ms = path, ms
+    return best
 
 
 @model_order_attention_op.register_fake
