@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ditaccel.kernels import block_sparse_triton as bst  # noqa: E402
 from ditaccel.kernels import ops  # noqa: E402  (the token path the runtime chose)
-from ditaccel.kernels.attention import block_sparse_attention_model_order  # noqa: E402
+from ditaccel.kernels.attention import block_sparse_attention_model_order, canonical_sequence  # noqa: E402
 from ditaccel.kernels.layout import BlockLayout, pack_block_mask, with_text  # noqa: E402
 from ditaccel.kernels.ops import _prepared  # noqa: E402  (has_partial, looked up once per layout object)
 from ditaccel.kernels.permute_triton import gather_tokens, inverse_index  # noqa: E402
@@ -77,20 +77,7 @@ def bench_rounds(fns: dict, rounds: int) -> dict:
     return out
 
 
-def canonical(x: torch.Tensor, lay: BlockLayout, placement: dict) -> torch.Tensor:
-    """x (model order) as the canonical sequence the layout indexes: tiled video, then the text
-    valid first, padded to whole blocks."""
-    t = lay.tiling
-    vs, n_video = placement["video_start"], t.num_tokens
-    parts = [t.to_canonical(x[:, vs : vs + n_video])]
-    text_len = placement["text_len"]
-    if text_len:
-        ts = placement["text_start"]
-        text = x[:, ts : ts + text_len]
-        order = placement.get("text_order")
-        parts += [text if order is None else torch.gather(text, 1, order[:, :, None, None].expand_as(text)),
-                  x.new_zeros(x.shape[0], lay.seq_len - t.canon_len - text_len, *x.shape[2:])]
-    return torch.cat(parts, dim=1).contiguous() if len(parts) > 1 else parts[0].contiguous()
+CANON_ARGS = ("video_start", "text_start", "text_len", "text_order")
 
 
 def token_access(lay: BlockLayout) -> str:
@@ -271,7 +258,7 @@ def main() -> None:
                     return block_sparse_attention_model_order(q, k, v, lay, backend="triton", **placement)
 
                 # The kernel alone on tensors already in canonical order (its rate, and what Flex gets).
-                qc, kc, vc = (canonical(x, lay, placement) for x in (q, k, v))
+                qc, kc, vc = (canonical_sequence(x, lay, **{n: placement.get(n) for n in CANON_ARGS}).contiguous() for x in (q, k, v))
                 rec = dict(case=name, method=method, gpu=gpu, tokens=n_real, canonical_tokens=N, heads=H, head_dim=D,
                            block_size=lay.block_size, grid=list(grid), text_tokens=text_real, text_position=cfg.get("text_position"),
                            block_density=round(lay.block_density(), 4),

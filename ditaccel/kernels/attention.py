@@ -35,8 +35,7 @@ def block_sparse_attention(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
-    if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
-        raise ValueError(f"q, k, v must all be [batch, seq, heads, head_dim]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    _check_qkv(q, k, v)
     if not layout.seq_len - layout.block_size < q.shape[1] <= layout.seq_len:
         raise ValueError(
             f"sequence length {q.shape[1]} does not match the layout's {layout.seq_len} tokens (it may be shorter "
@@ -51,13 +50,7 @@ def block_sparse_attention(
                 "(a correctness fallback, not a fast path)"
             )
         return reference_block_sparse_attention(q, k, v, layout, kv_len, scale)
-    if not q.is_cuda and not _interpreting():
-        raise ValueError(
-            "backend='triton' needs CUDA tensors, or CPU tensors with TRITON_INTERPRET=1 set before Triton is "
-            "imported (tests); use backend='auto' or 'reference' on CPU"
-        )
-    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"q, k, v must be float16, bfloat16 or float32 for the Triton kernel, got {q.dtype}")
+    _check_triton_inputs(q)
     from .ops import triton_block_sparse_attention  # imported lazily: Triton is optional
 
     return triton_block_sparse_attention(q, k, v, layout, kv_len, scale)
@@ -91,12 +84,8 @@ def block_sparse_attention_model_order(
     tiling = layout.tiling
     n_video = tiling.num_tokens
     if backend == "triton" or (backend == "auto" and _triton_usable(q)):
-        if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
-            raise ValueError(f"q, k, v must all be [batch, seq, heads, head_dim]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-        if not q.is_cuda and not _interpreting():
-            return block_sparse_attention(q, k, v, layout, backend="triton")  # raises the explanation
-        if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-            raise ValueError(f"q, k, v must be float16, bfloat16 or float32 for the Triton kernel, got {q.dtype}")
+        _check_qkv(q, k, v)
+        _check_triton_inputs(q)
         from .ops import triton_model_order_attention
 
         return triton_model_order_attention(q, k, v, layout, video_start=video_start, text_start=text_start,
@@ -105,25 +94,55 @@ def block_sparse_attention_model_order(
     B, S, H, D = q.shape
     video = slice(video_start, video_start + n_video)
     text = slice(text_start, text_start + text_len)
-    index = None if text_order is None else text_order[:, :, None, None].expand(B, text_len, H, D)
     if text_len and kv_len is None:
         kv_len = torch.full((B,), tiling.canon_len + text_len, dtype=torch.int32, device=q.device)
-
-    def canonical(x: torch.Tensor) -> torch.Tensor:
-        parts = [tiling.to_canonical(x[:, video])]
-        if text_len:
-            parts.append(x[:, text] if index is None else torch.gather(x[:, text], 1, index))
-            pad = layout.seq_len - tiling.canon_len - text_len
-            parts.append(x.new_zeros(B, pad, H, D))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-
-    out_c = block_sparse_attention(canonical(q), canonical(k), canonical(v), layout, kv_len, scale, backend)
+    qc, kc, vc = (canonical_sequence(x, layout, video_start, text_start, text_len, text_order) for x in (q, k, v))
+    out_c = block_sparse_attention(qc, kc, vc, layout, kv_len, scale, backend)
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     out[:, video] = tiling.from_canonical(out_c[:, : tiling.canon_len])
     if text_len:
         text_out = out_c[:, tiling.canon_len : tiling.canon_len + text_len]
-        out[:, text] = text_out if index is None else torch.empty_like(text_out).scatter_(1, index, text_out)
+        if text_order is not None:
+            index = text_order[:, :, None, None].expand_as(text_out)
+            text_out = torch.empty_like(text_out).scatter_(1, index, text_out)
+        out[:, text] = text_out
     return out
+
+
+def canonical_sequence(
+    x: torch.Tensor,
+    layout: BlockLayout,
+    video_start: int,
+    text_start: int = 0,
+    text_len: int = 0,
+    text_order: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x ([B, S, ...] in the model's token order) as the canonical sequence ``layout`` indexes:
+    the tiled video tokens, then the text (valid first when ``text_order`` is given), zero-padded
+    to whole blocks."""
+    tiling = layout.tiling
+    parts = [tiling.to_canonical(x[:, video_start : video_start + tiling.num_tokens])]
+    if text_len:
+        text = x[:, text_start : text_start + text_len]
+        if text_order is not None:
+            text = torch.gather(text, 1, text_order[:, :, None, None].expand_as(text))
+        parts += [text, x.new_zeros(x.shape[0], layout.seq_len - tiling.canon_len - text_len, *x.shape[2:])]
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"q, k, v must all be [batch, seq, heads, head_dim]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+
+
+def _check_triton_inputs(q: torch.Tensor) -> None:
+    if not q.is_cuda and not _interpreting():
+        raise ValueError(
+            "backend='triton' needs CUDA tensors, or CPU tensors with TRITON_INTERPRET=1 set before Triton is "
+            "imported (tests); use backend='auto' or 'reference' on CPU"
+        )
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"q, k, v must be float16, bfloat16 or float32 for the Triton kernel, got {q.dtype}")
 
 
 def _interpreting() -> bool:

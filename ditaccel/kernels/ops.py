@@ -7,11 +7,10 @@ scalars, and a layout is just a bundle of them (its LUT is built once per grid a
 
 from __future__ import annotations
 
+import math
 import weakref
 
 import torch
-
-import math
 
 from .block_sparse_triton import (
     SUPPORTED_HEAD_DIMS,
@@ -211,14 +210,8 @@ def triton_block_sparse_attention(
     Head dims other than 64 and 128 are zero-padded up to the next supported size (q.k and the
     kept output columns are unchanged; the scale stays that of the real head dim)."""
     D = q.shape[-1]
-    if scale is None:
-        scale = D**-0.5
-    target = next((d for d in SUPPORTED_HEAD_DIMS if d >= D), None)
-    if target is None:
-        raise ValueError(f"head_dim must be <= {SUPPORTED_HEAD_DIMS[-1]} for the Triton kernel, got {D}")
-    if target != D:
-        pad = lambda x: torch.nn.functional.pad(x, (0, target - D))  # noqa: E731
-        q, k, v = pad(q), pad(k), pad(v)
+    scale = D**-0.5 if scale is None else scale
+    q, k, v = _pad_head_dim(q, k, v)
     lay, has_partial = _prepared(layout, q.device)
     if kv_len is not None:
         kv_len = kv_len.to(device=q.device, dtype=torch.int32)
@@ -226,14 +219,19 @@ def triton_block_sparse_attention(
         q, k, v, lay.kv_counts, lay.kv_indices, lay.kv_partial, lay.q_lo, lay.q_hi, lay.k_coord,
         kv_len, float(scale), lay.block_size, has_partial,
     )
-    return out[..., :D] if target != D else out
+    return out[..., :D]
 
 
-def _padded_head_dim(D: int) -> int:
+def _pad_head_dim(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """q, k, v with head_dim zero-padded up to the next size the kernel supports (q.k and the
+    kept output columns are unchanged; callers keep the real head dim's scale)."""
+    D = q.shape[-1]
     target = next((d for d in SUPPORTED_HEAD_DIMS if d >= D), None)
     if target is None:
         raise ValueError(f"head_dim must be <= {SUPPORTED_HEAD_DIMS[-1]} for the Triton kernel, got {D}")
-    return target
+    if target == D:
+        return q, k, v
+    return tuple(torch.nn.functional.pad(x, (0, target - D)) for x in (q, k, v))
 
 
 def triton_model_order_attention(
@@ -252,10 +250,7 @@ def triton_model_order_attention(
     """Triton backend of ``block_sparse_attention_model_order`` (see there)."""
     D = q.shape[-1]
     scale = D**-0.5 if scale is None else scale
-    target = _padded_head_dim(D)
-    if target != D:
-        pad = lambda x: torch.nn.functional.pad(x, (0, target - D))  # noqa: E731
-        q, k, v = pad(q), pad(k), pad(v)
+    q, k, v = _pad_head_dim(q, k, v)
     lay, has_partial = _prepared(layout, q.device)
     tiling = lay.tiling
     tiled = not tiling.is_identity and tiling.tile is not None
@@ -270,4 +265,4 @@ def triton_model_order_attention(
         c2r, r2c, float(scale), lay.block_size, has_partial, list(tiling.grid),
         list(tiling.tile) if boxable else [], video_start, lay.num_blocks - lay.num_text_blocks, text_start, text_len,
     )
-    return out[..., :D] if target != D else out
+    return out[..., :D]
