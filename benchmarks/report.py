@@ -35,20 +35,26 @@ def attention_section(path: str) -> list[str]:
         "`useful TFLOP/s` = 4 x 128 x 128 x head_dim x heads x (computed blocks) / ours ms; "
         "cuDNN = SDPA forced to cuDNN, dense, on the unpadded tokens; Flex = FlexAttention (compiled) with "
         "`BlockMask.from_kv_blocks` built from the same LUT (whole blocks as full blocks, partial blocks with the "
-        "same box test as mask_mod); `all-blocks` = our kernel with a dense LUT.",
+        "same box test as mask_mod); `all-blocks` = our kernel with a dense LUT. Calls under 2 ms are also timed "
+        "replayed from a CUDA graph (`graph`: the GPU's cost without the host's per-call launch latency, which a "
+        "real forward hides behind other work).",
         "",
         "| case | heads x dim | tokens | method | block density | partial blocks | token path | ours ms | kernel ms | "
         "token overhead | useful TFLOP/s | useful / cuDNN rate | all-blocks TFLOP/s | cuDNN dense ms (TFLOP/s) | Flex ms | "
         "vs cuDNN | vs Flex | rel L2 err |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    def graph_overhead(r) -> str:
+        g = r.get("model_order_overhead_graph")
+        return "" if g is None else f" (graph: {fmt(1000 * r['ours_graph_ms'], 0)} vs {fmt(1000 * r['kernel_canonical_graph_ms'], 0)} us, {fmt(100 * g, 1)}%)"
+
     for r in recs:
         overhead = r.get("model_order_overhead")
         lines.append(
             f"| {r['case']} | {r['heads']}x{r['head_dim']} | {r['tokens']:,} | {r['method']} | {fmt(r['block_density'], 3)} | "
             f"{fmt(r.get('partial_fraction'), 2)} | {r.get('token_access', '-').replace('tiled: box or gather (timed) / chosen: ', 'tiled, ')} | "
             f"{fmt(r['ours_ms'])} | {fmt(r.get('kernel_canonical_ms'))} | "
-            f"{fmt(100 * overhead, 1) + '%' if overhead is not None else '-'} | {fmt(r['useful_tflops'], 0)} | "
+            f"{fmt(100 * overhead, 1) + '%' if overhead is not None else '-'}{graph_overhead(r)} | {fmt(r['useful_tflops'], 0)} | "
             f"{fmt(r.get('useful_vs_cudnn_rate'), 2)} | {fmt(r.get('ours_all_blocks_tflops'), 0)} | "
             f"{fmt(r['cudnn_dense_ms'])} ({fmt(r.get('cudnn_tflops'), 0)}) | {fmt(r.get('flex_ms'))} | "
             f"{fmt(r.get('speedup_vs_cudnn'))}x | {fmt(r.get('speedup_vs_flex'))}{'x' if r.get('speedup_vs_flex') else ''} | "

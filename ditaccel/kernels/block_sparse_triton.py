@@ -249,7 +249,6 @@ def _block_sparse_fwd(
     v_end = kv_cap
     if VIDEO_RAGGED:
         v_end = tl.minimum(kv_cap, video_len)
-    CHECK_V_END: tl.constexpr = HAS_KV_LEN or VIDEO_RAGGED
     if HAS_PARTIAL:
         lo0, w0 = _box_lo_width(q_lo, q_hi, offs_m, 0)
         lo1, w1 = _box_lo_width(q_lo, q_hi, offs_m, 1)
@@ -275,19 +274,18 @@ def _block_sparse_fwd(
         v = _video_tile(V, b, h, start_n, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
                         BLOCK_N, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
         qk = tl.dot(q, tl.trans(k))
-        # One scalar test per block; whole blocks inside the key end skip the mask entirely.
+        # One scalar test per block; whole blocks inside the key end skip the mask entirely. The
+        # end test stays even where no block can cross the end (no kv_len, no ragged tail): the
+        # branch keeps the key-block index in registers, and Triton 3.6's pipeliner then gives
+        # K and V NUM_STAGES buffers instead of 2 (H100, NATTEN's case: 31.2 -> 28.7 ms,
+        # benchmarks/probes/variant_probe.py).
         if HAS_PARTIAL:
             is_partial = tl.load(flag_row + entry).to(tl.int32)
-            if CHECK_V_END:
-                need_mask = (is_partial != 0) | (start_n + BLOCK_N > v_end)
-            else:
-                need_mask = is_partial != 0
-            if need_mask:
+            if (is_partial != 0) | (start_n + BLOCK_N > v_end):
                 qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3, BLOCK_N)
-        elif CHECK_V_END:
-            if start_n + BLOCK_N > v_end:
-                offs_n = start_n + tl.arange(0, BLOCK_N)
-                qk = tl.where(offs_n[None, :] < v_end, qk, float("-inf"))
+        elif start_n + BLOCK_N > v_end:
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            qk = tl.where(offs_n[None, :] < v_end, qk, float("-inf"))
         m_i, l_i, acc = _online_softmax(qk, v, m_i, l_i, acc, qk_scale)
 
     if HAS_TEXT:

@@ -115,12 +115,28 @@ def model_order_attention_op(
             block_sparse_attention_placed(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start,
                                           video_len=n_video, box=(tuple(grid), tuple(tile), q_canonical), text=text, **common)
         else:
+            # One canonical buffer per tensor, text included (valid first), read as rows: every
+            # block is then one kind of load, as on tensors tiled beforehand. The text's padding
+            # to whole blocks is the buffer's absent tail.
             video = slice(video_start, video_start + n_video)
-            qc, kc, vc = (_gather(x[:, video], canon_to_raster) for x in (q, k, v))
+            canon_len = canon_to_raster.shape[0]
+
+            def canonical(x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+                buf = x.new_empty(B, canon_len + text_len, H, D)
+                _gather(x[:, video], canon_to_raster, out=buf[:, :canon_len])
+                if t is not None:
+                    buf[:, canon_len:] = t[:, text[4] : text[4] + text_len]
+                return buf
+
+            qc, kc, vc = (canonical(x, t) for x, t in zip((q, k, v), text[:3] if text else (None,) * 3))
             oc = torch.empty_like(qc)
-            block_sparse_attention_placed(qc, kc, vc, oc, lut, kv_len, scale, block_size, video_start=0,
-                                          video_len=qc.shape[1], box=None, text=text, **common)
-            out[:, video] = _gather(oc, raster_to_canon)
+            rows_lut = (kv_counts, kv_counts, *lut[2:])
+            block_sparse_attention_placed(qc, kc, vc, oc, rows_lut, kv_len, scale, block_size, video_start=0,
+                                          video_len=qc.shape[1], video_blocks=kv_counts.shape[-1], box=None, text=None,
+                                          has_partial=has_partial)
+            out[:, video] = _gather(oc[:, :canon_len], raster_to_canon)
+            if text:
+                text[3][:, text[4] : text[4] + text_len] = oc[:, canon_len:]
         if text_index is not None:
             out[:, text_start : text_start + text_len].scatter_(1, text_index, text[3])
         return out
