@@ -42,12 +42,12 @@ def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, has_partial=True, h
     for t in ("v", "o", "t", "to"):
         vals.update({f"stride_{t}b": N * H * D, f"stride_{t}n": H * D, f"stride_{t}h": D})
     vals.update(video_row0=0, video_rows=N, video_len=N - 100 if ragged else N, text_row0=N, text_rows=N + 512, text_len=500,
-                nt_h=6, nt_w=5, grid_t=21, grid_h=45, grid_w=80, kv_counts=i32, kv_counts_video=i32, kv_indices=i32, kv_partial=i8, q_lo=i32, q_hi=i32,
+                grid_t=21, grid_h=45, grid_w=80, kv_counts=i32, kv_counts_video=i32, kv_indices=i32, kv_partial=i8, q_lo=i32, q_hi=i32,
                 k_coord=i32, kv_len=i32, qk_scale=0.1, num_heads=H, num_groups=1, num_q_blocks=N // 128, video_blocks=N // 128,
                 lut_width=200, SEQ_BUCKET=131072)
     const = dict(HEAD_DIM=D, LAYOUT_BLOCK=128, BLOCK_M=BM, BLOCK_N=BN, NUM_STAGES=stages, HAS_PARTIAL=has_partial,
                  HAS_KV_LEN=has_kv_len, MODE=mode, VIDEO_RAGGED=ragged, VIDEO_CLIP=mode == 0, VIDEO_STORE_MASKED=ragged,
-                 HAS_TEXT=text, TEXT_TMA=text_tma, TEXT_CLIP=text and not text_tma, TT=tile[0], TH=tile[1], TW=tile[2],
+                 HAS_TEXT=text, TEXT_TMA=text_tma, TEXT_CLIP=text and not text_tma, TT=tile[0], TH=tile[1], TW=tile[2], NT_H=-(-45 // tile[1]), NT_W=-(-80 // tile[2]),
                  WARP_SPECIALIZE=False)
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):

@@ -95,7 +95,7 @@ def _rows_tile(
 
 
 @triton.jit
-def _box_origin(blk, nt_h, nt_w, TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
+def _box_origin(blk, nt_h: tl.constexpr, nt_w: tl.constexpr, TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
     """Grid coordinates (t, h, w) of the first token of tile ``blk`` (tiles in raster order)."""
     tw = blk % nt_w
     rest = blk // nt_w
@@ -103,7 +103,7 @@ def _box_origin(blk, nt_h, nt_w, TT: tl.constexpr, TH: tl.constexpr, TW: tl.cons
 
 
 @triton.jit
-def _box_rows(blk, nt_h, nt_w, grid_t, grid_h, grid_w, TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
+def _box_rows(blk, nt_h: tl.constexpr, nt_w: tl.constexpr, grid_t, grid_h, grid_w, TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
     """Raster token index (within the video) of every position of tile ``blk``, and whether the
     position is inside the grid (edge tiles hang over it)."""
     t0, h0, w0 = _box_origin(blk, nt_h, nt_w, TT, TH, TW)
@@ -117,7 +117,7 @@ def _box_rows(blk, nt_h, nt_w, grid_t, grid_h, grid_w, TT: tl.constexpr, TH: tl.
 
 @triton.jit
 def _video_tile(
-    src, b, h, pos, row0, rows, stride_b, stride_n, stride_h, nt_h, nt_w,
+    src, b, h, pos, row0, rows, stride_b, stride_n, stride_h, nt_h: tl.constexpr, nt_w: tl.constexpr,
     BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, MODE: tl.constexpr, CLIP: tl.constexpr,
     TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
 ):
@@ -187,7 +187,7 @@ def _block_sparse_fwd(
     stride_tob, stride_ton, stride_toh,  # text output
     video_row0, video_rows, video_len,  # rows source: position p is row video_row0 + p of rows per batch; video_len positions exist
     text_row0, text_rows, text_len,  # text position p (canonical video_blocks * LAYOUT_BLOCK + p) is row text_row0 + p
-    nt_h, nt_w, grid_t, grid_h, grid_w,  # tiles per grid row / plane, and the grid (MODE 2)
+    grid_t, grid_h, grid_w,  # the latent grid (MODE 2)
     kv_counts, kv_counts_video, kv_indices, kv_partial,  # LUT: [G, Mq], [G, Mq], [G, Mq, W], [G, Mq, W]
     q_lo, q_hi, k_coord,  # int32 [L, 4]
     kv_len,  # int32 [B] (only read with HAS_KV_LEN): keys at canonical positions >= kv_len[b] are ignored
@@ -209,6 +209,10 @@ def _block_sparse_fwd(
     TEXT_TMA: tl.constexpr,
     TEXT_CLIP: tl.constexpr,
     TT: tl.constexpr = 1, TH: tl.constexpr = 1, TW: tl.constexpr = 1,  # the tile (MODE 2)
+    # Tiles per grid column and row (MODE 2). Compile-time, so that finding a tile's origin costs
+    # multiplies, not integer divisions: with runtime divisors the box kernel issued ~11% more
+    # instructions than the rows kernel (ncu, NATTEN's case: 28.2 vs 25.3 ms).
+    NT_H: tl.constexpr = 1, NT_W: tl.constexpr = 1,
     WARP_SPECIALIZE: tl.constexpr = False,
 ):
     # Query tiles are the fastest grid axis: programs of one head run together and share its
@@ -235,10 +239,10 @@ def _block_sparse_fwd(
             q = _rows_tile(QT, b, h, text_row0, text_rows, start_m - video_end, stride_tb, stride_tn, stride_th,
                            BLOCK_M, HEAD_DIM, TEXT_TMA, TEXT_CLIP)
         else:
-            q = _video_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
+            q = _video_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, NT_H, NT_W,
                             BLOCK_M, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
     else:
-        q = _video_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
+        q = _video_tile(Q, b, h, start_m, video_row0, video_rows, stride_vb, stride_vn, stride_vh, NT_H, NT_W,
                         BLOCK_M, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
 
     # Keys at canonical positions >= the end of their part (or kv_len) are masked; only blocks
@@ -269,9 +273,9 @@ def _block_sparse_fwd(
     for it in tl.range(0, n_video * SUB, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
         entry = it // SUB
         start_n = tl.load(idx_row + entry) * LAYOUT_BLOCK + (it % SUB) * BLOCK_N
-        k = _video_tile(K, b, h, start_n, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
+        k = _video_tile(K, b, h, start_n, video_row0, video_rows, stride_vb, stride_vn, stride_vh, NT_H, NT_W,
                         BLOCK_N, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
-        v = _video_tile(V, b, h, start_n, video_row0, video_rows, stride_vb, stride_vn, stride_vh, nt_h, nt_w,
+        v = _video_tile(V, b, h, start_n, video_row0, video_rows, stride_vb, stride_vn, stride_vh, NT_H, NT_W,
                         BLOCK_N, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
         qk = tl.dot(q, tl.trans(k))
         # One scalar test per block; whole blocks inside the key end skip the mask entirely. The
@@ -313,18 +317,18 @@ def _block_sparse_fwd(
             tl.store(ptrs + tl.arange(0, HEAD_DIM)[None, :], out, mask=pos[:, None] < text_len)
         else:
             _store_video(O, O_ptr, out, b, h, q_block, start_m, video_row0, video_rows, video_len,
-                         stride_ob, stride_on, stride_oh, nt_h, nt_w, grid_t, grid_h, grid_w, BLOCK_M, HEAD_DIM, MODE,
+                         stride_ob, stride_on, stride_oh, NT_H, NT_W, grid_t, grid_h, grid_w, BLOCK_M, HEAD_DIM, MODE,
                          VIDEO_STORE_MASKED, TT, TH, TW)
     else:
         _store_video(O, O_ptr, out, b, h, q_block, start_m, video_row0, video_rows, video_len,
-                     stride_ob, stride_on, stride_oh, nt_h, nt_w, grid_t, grid_h, grid_w, BLOCK_M, HEAD_DIM, MODE,
+                     stride_ob, stride_on, stride_oh, NT_H, NT_W, grid_t, grid_h, grid_w, BLOCK_M, HEAD_DIM, MODE,
                      VIDEO_STORE_MASKED, TT, TH, TW)
 
 
 @triton.jit
 def _store_video(
     O, O_ptr, out, b, h, q_block, start_m, video_row0, video_rows, video_len,
-    stride_ob, stride_on, stride_oh, nt_h, nt_w, grid_t, grid_h, grid_w,
+    stride_ob, stride_on, stride_oh, nt_h: tl.constexpr, nt_w: tl.constexpr, grid_t, grid_h, grid_w,
     BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, MODE: tl.constexpr, MASKED: tl.constexpr,
     TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
 ):
@@ -389,8 +393,10 @@ AUTOTUNE_CONFIGS = [
 
 
 def _smem_bytes(cfg: triton.Config, head_dim: int, elem: int = 2) -> int:
+    """Shared memory of a config: the query tile and NUM_STAGES buffers each of K and V (what
+    Triton 3.6 allocates for the key loop on sm_90; 128x128x128 bf16 at 3 stages: 229,400 bytes)."""
     bm, bn, st = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.kwargs["NUM_STAGES"]
-    return (bm * head_dim + max(st - 1, 1) * 2 * bn * head_dim) * elem
+    return (bm * head_dim + st * 2 * bn * head_dim) * elem
 
 
 @functools.lru_cache(maxsize=None)
@@ -414,8 +420,10 @@ def _prune_configs(configs, named_args, **kwargs):
         # 8 warps only pay off on full 128x128-class tiles (the tutorial's Hopper rule)
         and not (c.num_warps == 8 and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] < 128 * 64)
         # head_dim 128 on H100: 4-warp tiles ran 20-35% slower on sparse layouts, and only the
-        # 8-warp configs went through the repeated bf16 checks (benchmarks/results/recheck_480p.json)
-        and not (d == 128 and c.num_warps == 4)
+        # 8-warp configs went through the repeated bf16 checks (benchmarks/results/recheck_480p.json);
+        # 64-key tiles ran 10-20% slower than 128 at every case probed (benchmarks/results/logs/
+        # probe_canonical_h100.log), and once won an autotuning run by noise (kernel 18% slower)
+        and not (d == 128 and (c.num_warps == 4 or (c.kwargs["BLOCK_N"] < 128 and lb >= 128)))
     ]
     return keep or [c for c in configs if lb % c.kwargs["BLOCK_M"] == 0 and lb % c.kwargs["BLOCK_N"] == 0][:1]
 
@@ -600,12 +608,10 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
         Qa = _row_descriptor(q_canonical, block_size)
         Ka, Va, Oa = _box_descriptor(k, video_start, grid, tile), _box_descriptor(v, video_start, grid, tile), out
         q_rows, q_strides = q_canonical.shape[1], q_canonical.stride()[:3]
-        nt_h, nt_w = -(-grid[1] // tile[1]), -(-grid[2] // tile[2])
         grid_dims = tuple(int(g) for g in grid)
-        tile_kw = dict(TT=tile[0], TH=tile[1], TW=tile[2])
+        tile_kw = dict(TT=tile[0], TH=tile[1], TW=tile[2], NT_H=-(-grid[1] // tile[1]), NT_W=-(-grid[2] // tile[2]))
     else:
         Qa, Ka, Va, Oa = (_row_descriptor(x, block_size) for x in (q, k, v, out)) if mode == 1 else (q, k, v, out)
-        nt_h = nt_w = 1
         grid_dims = (1, 1, 1)
         tile_kw = {}
     QTa, KTa, VTa = (_row_descriptor(x, block_size) for x in (qt, kt, vt)) if text_tma else (qt, kt, vt)
@@ -615,7 +621,7 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
         Qa, Ka, Va, Oa, out, QTa, KTa, VTa, ot,
         *q_strides, *out.stride()[:3], *qt.stride()[:3], *ot.stride()[:3],
         video_start, q_rows, video_len, text_row0, qt.shape[1], text_len,
-        nt_h, nt_w, *grid_dims,
+        *grid_dims,
         kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len_arg,
         float(scale) * LOG2E,
         H, G, M, video_blocks, W,
