@@ -32,7 +32,7 @@ def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, has_partial=True, h
     ptr = torch.empty(1, dtype=dtype)
     i32, i8 = torch.empty(1, dtype=torch.int32), torch.empty(1, dtype=torch.int8)
     if mode == 2:
-        vals = dict(Q=desc(BM), K=box(), V=box(), O=box())
+        vals = dict(Q=desc(BM), K=box(), V=box(), O=ptr)
     elif mode == 1:
         vals = dict(Q=desc(BM), K=desc(BN), V=desc(BN), O=desc(BM))
     else:
@@ -47,7 +47,7 @@ def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, has_partial=True, h
                 lut_width=200, SEQ_BUCKET=131072)
     const = dict(HEAD_DIM=D, LAYOUT_BLOCK=128, BLOCK_M=BM, BLOCK_N=BN, NUM_STAGES=stages, HAS_PARTIAL=has_partial,
                  HAS_KV_LEN=has_kv_len, MODE=mode, VIDEO_RAGGED=ragged, VIDEO_CLIP=mode == 0, VIDEO_STORE_MASKED=ragged,
-                 HAS_TEXT=text, TEXT_TMA=text_tma, TEXT_CLIP=text and not text_tma, TT=tile[0], TH=tile[1], TW=tile[2], NT_H=-(-45 // tile[1]), NT_W=-(-80 // tile[2]), BOX_STORE=mode == 2,
+                 HAS_TEXT=text, TEXT_TMA=text_tma, TEXT_CLIP=text and not text_tma, TT=tile[0], TH=tile[1], TW=tile[2], NT_H=-(-45 // tile[1]), NT_W=-(-80 // tile[2]),
                  WARP_SPECIALIZE=False)
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):

@@ -41,10 +41,9 @@ def canon(mod, conf):
                                                   lay.k_coord, kv_len, None, lay.block_size, has_partial=hp, config=conf)
 
 
-def path(p, box_store=True):
+def path(p):
     def run():
         ops.TOKEN_PATH = p
-        new.BOX_STORE = box_store
         return block_sparse_attention_model_order(q, k, v, lay, backend="triton", **pl)
     return run
 
@@ -60,7 +59,6 @@ variants["old canon tuned"] = canon(old, None)
 variants["path gather"] = path("gather")
 if lay.tiling.tile is not None:
     variants["path box"] = path("box")
-    variants["path box rowstore"] = path("box", box_store=False)
 per = {n: [] for n in variants}
 for rnd in range(3):
     for n, fn in variants.items():

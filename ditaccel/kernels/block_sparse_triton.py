@@ -213,7 +213,6 @@ def _block_sparse_fwd(
     # multiplies, not integer divisions: with runtime divisors the box kernel issued ~11% more
     # instructions than the rows kernel (ncu, NATTEN's case: 28.2 vs 25.3 ms).
     NT_H: tl.constexpr = 1, NT_W: tl.constexpr = 1,
-    BOX_STORE: tl.constexpr = False,  # MODE 2: the output through a 5-D descriptor (else row by row)
     WARP_SPECIALIZE: tl.constexpr = False,
 ):
     # Query tiles are the fastest grid axis: programs of one head run together and share its
@@ -319,11 +318,11 @@ def _block_sparse_fwd(
         else:
             _store_video(O, O_ptr, out, b, h, q_block, start_m, video_row0, video_rows, video_len,
                          stride_ob, stride_on, stride_oh, NT_H, NT_W, grid_t, grid_h, grid_w, BLOCK_M, HEAD_DIM, MODE,
-                         VIDEO_STORE_MASKED, TT, TH, TW, BOX_STORE)
+                         VIDEO_STORE_MASKED, TT, TH, TW)
     else:
         _store_video(O, O_ptr, out, b, h, q_block, start_m, video_row0, video_rows, video_len,
                      stride_ob, stride_on, stride_oh, NT_H, NT_W, grid_t, grid_h, grid_w, BLOCK_M, HEAD_DIM, MODE,
-                     VIDEO_STORE_MASKED, TT, TH, TW, BOX_STORE)
+                     VIDEO_STORE_MASKED, TT, TH, TW)
 
 
 @triton.jit
@@ -331,13 +330,9 @@ def _store_video(
     O, O_ptr, out, b, h, q_block, start_m, video_row0, video_rows, video_len,
     stride_ob, stride_on, stride_oh, nt_h: tl.constexpr, nt_w: tl.constexpr, grid_t, grid_h, grid_w,
     BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, MODE: tl.constexpr, MASKED: tl.constexpr,
-    TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BOX_STORE: tl.constexpr,
+    TT: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
 ):
-    if MODE == 2 and BOX_STORE:
-        # The tile's box of the grid through the 5-D descriptor; TMA clips what hangs over the edge.
-        t0, h0, w0 = _box_origin(q_block, nt_h, nt_w, TT, TH, TW)
-        O.store([b, t0, h0, w0, h * HEAD_DIM], out.reshape(1, TT, TH, TW, HEAD_DIM))
-    elif MODE == 2:
+    if MODE == 2:
         # Row by row to the tile's raster positions; padding positions of edge tiles are skipped.
         raster, inside = _box_rows(q_block, nt_h, nt_w, grid_t, grid_h, grid_w, TT, TH, TW)
         r = (video_row0 + raster).to(tl.int64)
@@ -577,10 +572,6 @@ def block_sparse_attention_placed(
             video_blocks=video_blocks, box=box, text=text, has_partial=has_partial, config=config, use_tma=None)
 
 
-# Grid boxes: write the output tile through a 5-D descriptor (True) or row by row (False).
-BOX_STORE = True
-
-
 def _check_head_dim(D: int) -> None:
     if D not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head_dim must be one of {SUPPORTED_HEAD_DIMS} for the Triton kernel, got {D}")
@@ -616,13 +607,9 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
         grid, tile, q_canonical = box
         Qa = _row_descriptor(q_canonical, block_size)
         Ka, Va, Oa = _box_descriptor(k, video_start, grid, tile), _box_descriptor(v, video_start, grid, tile), out
-        box_store = BOX_STORE and box_readable(out, video_start)
-        if box_store:
-            Oa = _box_descriptor(out, video_start, grid, tile)
         q_rows, q_strides = q_canonical.shape[1], q_canonical.stride()[:3]
         grid_dims = tuple(int(g) for g in grid)
-        tile_kw = dict(TT=tile[0], TH=tile[1], TW=tile[2], NT_H=-(-grid[1] // tile[1]), NT_W=-(-grid[2] // tile[2]),
-                       BOX_STORE=box_store)
+        tile_kw = dict(TT=tile[0], TH=tile[1], TW=tile[2], NT_H=-(-grid[1] // tile[1]), NT_W=-(-grid[2] // tile[2]))
     else:
         Qa, Ka, Va, Oa = (_row_descriptor(x, block_size) for x in (q, k, v, out)) if mode == 1 else (q, k, v, out)
         grid_dims = (1, 1, 1)
