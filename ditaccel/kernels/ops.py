@@ -155,9 +155,10 @@ def model_order_attention_op(
 
 
 # Token path for tiled layouts: "auto" (time both on the first call of each shape), "box" or
-# "gather". On an H100 (benchmarks/results/attention_h100.json, session 3) the box path cost
-# 2.4-5.3% over the kernel on pre-tiled tensors for Wan's windows, the gather path 2.1-6.2%; for
-# HunyuanVideo, NATTEN's case and CogVideoX the box path cost 3-22%, the gather path 1.5-6.2%.
+# "gather". On an H100 (benchmarks/results/attention_h100.json, session 4) the runtime chose the box
+# path for Wan, NATTEN's case, HunyuanVideo's blocked window and FLUX, the gather path for CogVideoX
+# and HunyuanVideo's stride-1 window; the two were within ~2% of each other on the large cases
+# (benchmarks/results/logs/probe_box_constexpr_h100.log).
 TOKEN_PATH = "auto"
 _chosen_paths: dict = {}
 
