@@ -157,8 +157,8 @@ def model_order_attention_op(
 # Token path for tiled layouts: "auto" (time both on the first call of each shape), "box" or
 # "gather". On an H100 (benchmarks/results/attention_h100.json, session 4) the runtime chose the box
 # path for Wan, NATTEN's case, HunyuanVideo's blocked window and FLUX, the gather path for CogVideoX
-# and HunyuanVideo's stride-1 window; the two were within ~2% of each other on the large cases
-# (benchmarks/results/logs/probe_box_constexpr_h100.log).
+# and HunyuanVideo's stride-1 window. They were 0-4% apart on the video cases, while on FLUX 1024^2
+# the box path was ~28% faster (benchmarks/results/logs/probe_box_{constexpr,store}_h100.log).
 TOKEN_PATH = "auto"
 _chosen_paths: dict = {}
 
