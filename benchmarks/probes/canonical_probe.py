@@ -1,5 +1,8 @@
 """Kernel on canonical tensors (text at the end, kv_len), old vs new kernel source, fixed configs;
-and the runtime's token paths (box / gather) against it. Usage: python canonical_probe.py CASE METHOD"""
+and the runtime's token paths (box / gather) against it. Usage: python canonical_probe.py CASE METHOD
+
+The old source is the kernel before session 4's change (commit 07c603f); put it next to this file
+first: git show 07c603f:ditaccel/kernels/block_sparse_triton.py > benchmarks/probes/old_block_sparse_triton.py"""
 import math
 import os
 import sys
