@@ -170,11 +170,11 @@ def test_gather_indices_match_the_scatter_path():
 
     tiling = build_tiling((3, 9, 10), (1, 8, 16), 128)
     x = torch.randn(2, 270, 2, 8)
-    canon = gather_tokens_reference(x, tiling._device_index(x.device, "canon_to_raster"))
+    canon = gather_tokens_reference(x, tiling.device_index(x.device, "canon_to_raster"))
     torch.testing.assert_close(canon, tiling.to_canonical(x), rtol=0, atol=0)
-    back = gather_tokens_reference(canon, tiling._device_index(x.device, "raster_to_canon"))
+    back = gather_tokens_reference(canon, tiling.device_index(x.device, "raster_to_canon"))
     torch.testing.assert_close(back, x, rtol=0, atol=0)
-    assert tiling._device_index(x.device, "raster_to_canon") is tiling._device_index(x.device, "raster_to_canon")
+    assert tiling.device_index(x.device, "raster_to_canon") is tiling.device_index(x.device, "raster_to_canon")
 
 
 def test_layouts_are_shared_between_patches():

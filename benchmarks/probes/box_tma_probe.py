@@ -1,5 +1,8 @@
-import os, sys, time, math, torch, triton, triton.language as tl
+import os, sys, torch, triton, triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from ditaccel.kernels.block_sparse_triton import _online_softmax  # noqa: E402  (the kernel's own step)
 
 @triton.jit
 def _probe(Qd, Kd, Vd, Od, n_tiles_h, n_tiles_w, n_blocks, H, qk_scale,
@@ -29,15 +32,8 @@ def _probe(Qd, Kd, Vd, Od, n_tiles_h, n_tiles_w, n_blocks, H, qk_scale,
         else:
             k = Kd.load([j * BM, col])
             v = Vd.load([j * BM, col])
-        qk = tl.dot(q, tl.trans(k))
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(v.dtype), v, acc)
-        m_i = m_new
-    out = (acc / l_i[:, None]).to(tl.bfloat16 if Od.dtype == tl.bfloat16 else tl.float16) if False else (acc / l_i[:, None])
+        m_i, l_i, acc = _online_softmax(tl.dot(q, tl.trans(k)), v, m_i, l_i, acc, qk_scale)
+    out = acc / l_i[:, None]
     if BOX:
         Od.store([0, tt_ * TT, th_ * TH, tw_ * TW, col], out.to(Od.dtype).reshape(1, TT, TH, TW, D))
     else:

@@ -90,6 +90,8 @@ def model_order_attention_op(
     n_video = math.prod(grid)
     lut = (kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord)
 
+    video = slice(video_start, video_start + n_video)
+
     def run(path: str) -> torch.Tensor:
         out = torch.empty((B, S, H, D), dtype=q.dtype, device=q.device)
         common = dict(video_blocks=video_blocks, has_partial=has_partial)
@@ -101,35 +103,32 @@ def model_order_attention_op(
                 text_index = text_order[:, :, None, None].expand(B, text_len, H, D)
                 qt, kt, vt = (torch.gather(x[:, text_start : text_start + text_len], 1, text_index) for x in (q, k, v))
                 text = (qt, kt, vt, torch.empty_like(qt), 0, text_len)
+
+        def canonical(i: int) -> torch.Tensor:
+            """q, k or v (i = 0, 1, 2) as one buffer in canonical order: the tiled video, then the
+            text (valid first); the text's padding to whole blocks is the buffer's absent tail."""
+            x = (q, k, v)[i]
+            canon_len = canon_to_raster.shape[0]
+            buf = x.new_empty(B, canon_len + text_len, H, D)
+            _gather(x[:, video], canon_to_raster, out=buf[:, :canon_len])
+            if text:
+                buf[:, canon_len:] = text[i][:, text[4] : text[4] + text_len]
+            return buf
+
         if path == "rows":  # raster order: canonical up to the absent end padding
             block_sparse_attention_placed(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start,
                                           video_len=n_video, box=None, text=text, **common)
         elif path == "box":
             # Text queries follow the video's in the same copy, so every program loads its queries
             # the same way.
-            canon_len = canon_to_raster.shape[0]
-            q_canonical = q.new_empty(B, canon_len + text_len, H, D)
-            _gather(q[:, video_start : video_start + n_video], canon_to_raster, out=q_canonical[:, :canon_len])
-            if text_len:
-                q_canonical[:, canon_len:] = text[0][:, text[4] : text[4] + text_len]
             block_sparse_attention_placed(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start,
-                                          video_len=n_video, box=(tuple(grid), tuple(tile), q_canonical), text=text, **common)
+                                          video_len=n_video, box=(tuple(grid), tuple(tile), canonical(0)), text=text, **common)
         else:
-            # One canonical buffer per tensor, text included (valid first), read as rows: every
-            # block is then one kind of load, as on tensors tiled beforehand. The text's padding
-            # to whole blocks is the buffer's absent tail.
-            video = slice(video_start, video_start + n_video)
-            canon_len = canon_to_raster.shape[0]
-
-            def canonical(x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
-                buf = x.new_empty(B, canon_len + text_len, H, D)
-                _gather(x[:, video], canon_to_raster, out=buf[:, :canon_len])
-                if t is not None:
-                    buf[:, canon_len:] = t[:, text[4] : text[4] + text_len]
-                return buf
-
-            qc, kc, vc = (canonical(x, t) for x, t in zip((q, k, v), text[:3] if text else (None,) * 3))
+            # One canonical buffer per tensor, text included, read as rows: every block is then one
+            # kind of load, as on tensors tiled beforehand.
+            qc, kc, vc = (canonical(i) for i in range(3))
             oc = torch.empty_like(qc)
+            canon_len = canon_to_raster.shape[0]
             rows_lut = (kv_counts, kv_counts, *lut[2:])
             block_sparse_attention_placed(qc, kc, vc, oc, rows_lut, kv_len, scale, block_size, video_start=0,
                                           video_len=qc.shape[1], video_blocks=kv_counts.shape[-1], box=None, text=None,
@@ -272,8 +271,8 @@ def triton_model_order_attention(
     tiling = lay.tiling
     tiled = not tiling.is_identity and tiling.tile is not None
     boxable = tiled and tiling.dilation == (1, 1, 1)
-    c2r = tiling._device_index(q.device, "canon_to_raster") if tiled else None
-    r2c = tiling._device_index(q.device, "raster_to_canon") if tiled else None
+    c2r = tiling.device_index(q.device, "canon_to_raster") if tiled else None
+    r2c = tiling.device_index(q.device, "raster_to_canon") if tiled else None
     counts_video = lay.kv_counts if lay.kv_counts_video is None else lay.kv_counts_video
     out = model_order_attention_op(
         q, k, v, lay.kv_counts, counts_video, lay.kv_indices, lay.kv_partial, lay.q_lo, lay.q_hi, lay.k_coord,

@@ -65,8 +65,8 @@ class TokenTiling:
         if dim == 1 and _use_gather_kernel(x):
             from .permute_triton import gather_tokens
 
-            return gather_tokens(x, self._device_index(x.device, "canon_to_raster"))
-        index = self._device_index(x.device, "raster_to_canon")
+            return gather_tokens(x, self.device_index(x.device, "canon_to_raster"))
+        index = self.device_index(x.device, "raster_to_canon")
         shape = list(x.shape)
         shape[dim] = self.canon_len
         out = x.new_zeros(shape)
@@ -80,12 +80,12 @@ class TokenTiling:
         if dim == 1 and _use_gather_kernel(y):
             from .permute_triton import gather_tokens
 
-            return gather_tokens(y, self._device_index(y.device, "raster_to_canon"))
-        return y.index_select(dim, self._device_index(y.device, "raster_to_canon"))
+            return gather_tokens(y, self.device_index(y.device, "raster_to_canon"))
+        return y.index_select(dim, self.device_index(y.device, "raster_to_canon"))
 
-    def _device_index(self, device: torch.device, which: str) -> torch.Tensor:
-        """The permutation on ``device``, copied there once (a host-to-device copy per attention
-        call would cost a synchronisation)."""
+    def device_index(self, device: torch.device, which: str) -> torch.Tensor:
+        """The permutation ``which`` ("raster_to_canon" or "canon_to_raster") on ``device``, copied
+        there once (a host-to-device copy per attention call would cost a synchronisation)."""
         key = (str(device), which)
         cache = self._index_cache
         if key not in cache:
