@@ -30,6 +30,10 @@ class StepContext:
     progress: float | None = None  # 0 = first step (pure noise) .. 1 = last step
     call_in_step: int = 0
     calls: int = 0
+    # Tile-order forward (tile_order.py): the tiling the blocks' video tokens are in during this
+    # forward, None while they are in the model's order; tile_order says the same as a bool.
+    tiling: object = None
+    tile_order: bool = False
     _last_timestep: float | None = field(default=None, repr=False)
     _timesteps_source: torch.Tensor | None = field(default=None, repr=False)
     _timesteps: torch.Tensor | None = field(default=None, repr=False)

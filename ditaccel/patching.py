@@ -25,6 +25,7 @@ from .plugins.radial import Radial
 from .plugins.sparse_attention import SparseAttention
 from .presets import default_schedule, preset, radial_defaults
 from .schedule import Schedule
+from .tile_order import TileOrderHooks, uses_tile_order
 
 METHOD_TYPES = (Radial, Neighborhood)
 _STATE_ATTR = "_ditaccel_patch"
@@ -39,7 +40,8 @@ class LayerHistory:
 class PatchState:
     """Everything one patched transformer holds; removing it restores the transformer."""
 
-    def __init__(self, transformer: torch.nn.Module, adapter: ModelAdapter, method, schedule: Schedule, scheduler=None, backend: str = "auto"):
+    def __init__(self, transformer: torch.nn.Module, adapter: ModelAdapter, method, schedule: Schedule, scheduler=None,
+                 backend: str = "auto", tile_order: bool = True):
         self.transformer = transformer
         self.adapter = adapter
         self.method = method
@@ -51,11 +53,17 @@ class PatchState:
         self.runner = SparseAttention(method, backend=backend)
         self.context = StepContext()
         self.history = {layer.index: LayerHistory() for layer in self.layers}
+        self.tile_order_hooks = None
+        if tile_order and adapter.tile_order_modules is not None:
+            self.tile_order_hooks = TileOrderHooks(transformer, adapter, self.context)
         self._hook = transformer.register_forward_pre_hook(self._pre_forward, with_kwargs=True)
+        # always_call: also after an exception, so no module stays in tile order outside a forward.
+        self._post_hook = transformer.register_forward_hook(self._post_forward, always_call=True)
 
     @torch.compiler.disable
     def _pre_forward(self, module, args, kwargs):
         ctx = self.context
+        ctx.tiling, ctx.tile_order = None, False
         ctx.grid = self.adapter.grid(module, args, kwargs)
         timesteps = getattr(self.scheduler, "timesteps", None) if self.scheduler is not None else None
         if timesteps is not None and not isinstance(timesteps, torch.Tensor):
@@ -71,23 +79,47 @@ class PatchState:
                 layer.module.processor = processor
             history = self.history[layer.index]
             (history.dense_steps if dense else history.sparse_steps).add(ctx.step)
+        device = argument(args, kwargs, "hidden_states", 0).device
         text_len = self.adapter.text_len(module, args, kwargs) if any_sparse else None
         if text_len is not None:
             # Build (or look up) the layout here, outside any torch.compile region: traced inside
             # a compiled block, layout construction would become part of the graph.
-            self.runner.layout(ctx.grid, text_len, argument(args, kwargs, "hidden_states", 0).device)
+            self.runner.layout(ctx.grid, text_len, device)
+        return self._enter_tile_order(module, args, kwargs, device) if any_sparse else None
+
+    def _enter_tile_order(self, module, args, kwargs, device):
+        """Run this forward's blocks in tile order when the layout's tiling allows it (see
+        tile_order.py); returns the forward arguments that had to be reordered, if any."""
+        if self.tile_order_hooks is None:
+            return None
+        tiling = self.runner.video_layout(self.context.grid).tiling
+        if not (uses_tile_order(tiling) and self.adapter.tile_order_supported(module, args, kwargs, tiling)):
+            return None
+        for which in ("canon_to_raster", "raster_to_canon"):  # on the device now, not inside a compiled region
+            tiling.device_index(device, which)
+        self.context.tiling, self.context.tile_order = tiling, True
+        return self.adapter.arguments_to_tiles(args, kwargs, tiling)
+
+    @torch.compiler.disable
+    def _post_forward(self, module, args, output):
+        self.context.tiling, self.context.tile_order = None, False
         return None
 
     def attend(self, layer: int, q, k, v, *, text_len: int = 0, text_mask=None, scale=None):
         """Called by the sparse processors with q, k, v in the model's [B, S, H, D] order."""
         return self.runner(
-            q, k, v, self.context.grid, text_len=text_len, text_position=self.adapter.text_position, text_mask=text_mask, scale=scale
+            q, k, v, self.context.grid, text_len=text_len, text_position=self.adapter.text_position, text_mask=text_mask,
+            scale=scale, video_tiled=self.context.tile_order,
         )
 
     def restore(self) -> None:
         for layer in self.layers:
             layer.module.processor = self.originals[layer.index]
         self._hook.remove()
+        self._post_hook.remove()
+        if self.tile_order_hooks is not None:
+            self.tile_order_hooks.remove()
+        self.context.tiling, self.context.tile_order = None, False
 
 
 @dataclass
@@ -133,7 +165,8 @@ class PatchHandle:
             self.unpatch()
 
 
-def patch(target, method, *, schedule: Schedule | None = None, cache=None, backend: str = "auto") -> PatchHandle:
+def patch(target, method, *, schedule: Schedule | None = None, cache=None, backend: str = "auto",
+          tile_order: bool = True) -> PatchHandle:
     """Replace the self/joint attention of ``target`` (a diffusers pipeline or transformer) with
     a sparse method.
 
@@ -145,9 +178,15 @@ def patch(target, method, *, schedule: Schedule | None = None, cache=None, backe
         schedule: which steps and layers stay dense; None = the preset's / model's default.
         cache: attention caching across steps (not available yet; must be None).
         backend: "auto" (Triton on CUDA, else the PyTorch reference), "triton" or "reference".
+        tile_order: for tiled layouts (neighbourhood windows) on grids the tile divides, put the video
+            tokens into tile order once per forward (after the patch embedding, with the rotary
+            tables; back before unpatchify) instead of in every attention call. Same results; False
+            keeps the model's token order between the blocks (e.g. for hooks of your own on them).
     """
     if cache is not None:
         raise NotImplementedError("cache: attention caching is not available yet; pass cache=None")
+    if not isinstance(tile_order, bool):
+        raise TypeError(f"tile_order must be True or False, got {tile_order!r}")
     if schedule is not None and not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a ditaccel.Schedule or None, got {type(schedule).__name__}")
     transformers = _transformers(target)
@@ -160,7 +199,7 @@ def patch(target, method, *, schedule: Schedule | None = None, cache=None, backe
     try:
         for transformer, adapter in zip(transformers, adapters):
             config, default = _resolve_method(method, adapter.family)
-            state = PatchState(transformer, adapter, config, schedule or default, scheduler, backend)
+            state = PatchState(transformer, adapter, config, schedule or default, scheduler, backend, tile_order)
             setattr(transformer, _STATE_ATTR, state)
             states.append(state)
     except BaseException:

@@ -35,18 +35,25 @@ def spy_attend(monkeypatch):
 
     def recording(self, layer, q, k, v, **kwargs):
         out = original(self, layer, q, k, v, **kwargs)
-        calls.append(dict(state=self, layer=layer, q=q, k=k, v=v, out=out, grid=self.context.grid, **kwargs))
+        calls.append(dict(state=self, layer=layer, q=q, k=k, v=v, out=out, grid=self.context.grid, tiling=self.context.tiling, **kwargs))
         return out
 
     monkeypatch.setattr(PatchState, "attend", recording)
     return calls
 
 
-def expected_video_mask(method, grid):
+def expected_video_mask(method, grid, tiling=None):
+    """The method's token mask over raster tokens; over tile-ordered tokens when the call ran in a
+    tile-order forward (``tiling``)."""
     if isinstance(method, ditaccel.Neighborhood):
         window = method.resolve_window(grid)
-        return neighborhood_mask(grid, window, method.stride, method.dilation, method.causal)
-    return radial_mask(grid, method.decay, method.sink, method.block_size)
+        mask = neighborhood_mask(grid, window, method.stride, method.dilation, method.causal)
+    else:
+        mask = radial_mask(grid, method.decay, method.sink, method.block_size)
+    if tiling is None:
+        return mask
+    order = tiling.device_index(torch.device("cpu"), "canon_to_raster").long()
+    return mask[order][:, order]
 
 
 METHODS = [
@@ -69,6 +76,9 @@ def test_each_attention_call_matches_token_mask(family, method, cases, monkeypat
     with ditaccel.patch(transformer, method, schedule=ditaccel.Schedule()), torch.no_grad():
         transformer(**inputs)
     assert calls, "no attention call went through the sparse path"
+    # The plain window's default tile (2, 8, 4) divides the grid: those forwards run in tile order.
+    tile_ordered = family not in ("flux", "mochi") and method is METHODS[1]
+    assert all((c["tiling"] is not None) == tile_ordered for c in calls)
     assert {c["layer"] for c in calls} == {layer.index for layer in calls[0]["state"].layers}
     expected_counts = None
     if "encoder_attention_mask" in inputs:
@@ -83,7 +93,7 @@ def test_each_attention_call_matches_token_mask(family, method, cases, monkeypat
             counts = text_mask.sum(1).tolist() if text_mask is not None else [text_len] * B
             assert all(c in expected_counts for c in counts), (counts, expected_counts)
         position = call["state"].adapter.text_position
-        mask = joint_mask(expected_video_mask(call["state"].method, grid), text_len, position, text_mask, B)
+        mask = joint_mask(expected_video_mask(call["state"].method, grid, call["tiling"]), text_len, position, text_mask, B)
         scale = call.get("scale")
         ref = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask[:, None], scale=scale)
         torch.testing.assert_close(call["out"], ref.transpose(1, 2), atol=1e-5, rtol=1e-5)

@@ -325,6 +325,63 @@ def test_model_order_reads_tokens_in_place(name, token_path, dtype, monkeypatch)
     assert (layout.tiling.tile is not None) == (path != "rows")
 
 
+TILED_CASES = {
+    # name: method, grid (the tile divides it), text tokens, text position, text mask, head_dim
+    "text_last_hd128": (Neighborhood(window=(2, 4, 4), stride=(2, 4, 4), tile=(1, 8, 8), block_size=64), (2, 8, 16), 40,
+                        "last", False, 128),
+    "text_first_masked_partial": (Neighborhood(window=(2, 3, 5), tile=(2, 4, 8), block_size=64), (4, 8, 8), 70, "first", True, 64),
+    "video_only": (Neighborhood(window=(3, 3, 3), tile=(2, 4, 8), block_size=64), (4, 4, 16), 0, "none", False, 64),
+}
+
+
+@needs_process
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("name", list(TILED_CASES))
+def test_video_tiled_reads_rows_without_copies(name, dtype, monkeypatch):
+    """A tile-order forward hands the video tokens over tiled already: the op reads them as rows,
+    moves none, and equals the reference on the same tokens in raster order (reordered)."""
+    from ditaccel.kernels import ops
+    from ditaccel.plugins.sparse_attention import SparseAttention
+
+    method, grid, text_len, position, masked, D = TILED_CASES[name]
+    B, H = 2, 2
+    n_video = grid[0] * grid[1] * grid[2]
+    gen = torch.Generator().manual_seed(29)
+    q, k, v = (torch.randn(B, n_video + text_len, H, D, generator=gen).to(DEVICE, dtype) for _ in range(3))
+    mask = None
+    if masked:
+        mask = torch.rand(B, text_len, generator=gen) < 0.7
+        mask[:, 0] = True
+    runner = SparseAttention(method, backend="triton")
+    tiling = runner.video_layout(grid).tiling
+    first = position == "first"
+    video = slice(text_len if first else 0, (text_len if first else 0) + n_video)
+
+    def tiled(x):
+        y = x.clone()
+        y[:, video] = tiling.to_canonical(x[:, video])
+        return y
+
+    gathers = []
+    real_gather = ops._gather
+    monkeypatch.setattr(ops, "_gather", lambda x, i, out=None: gathers.append(1) or real_gather(x, i, out=out))
+    out = runner(tiled(q), tiled(k), tiled(v), grid, text_len=text_len, text_position=position, text_mask=mask, video_tiled=True)
+    assert not gathers
+    ref = SparseAttention(method, backend="reference")(q.double(), k.double(), v.double(), grid, text_len=text_len,
+                                                       text_position=position, text_mask=mask)
+    assert out.shape == q.shape and torch.isfinite(out).all()
+    assert rel_err(out, tiled(ref)) < TOL[dtype]
+
+
+def test_video_tiled_refuses_padded_tilings():
+    from ditaccel.kernels.attention import block_sparse_attention_model_order
+
+    layout = Neighborhood(window=(2, 3, 3), tile=(2, 4, 8), block_size=64).build_layout((3, 8, 8))
+    x = torch.zeros(1, 3 * 8 * 8, 1, 64)
+    with pytest.raises(ValueError, match="video_tiled=True needs a tiling without padding"):
+        block_sparse_attention_model_order(x, x, x, layout, video_tiled=True, backend="reference")
+
+
 @needs_process
 def test_model_order_padded_text_never_leaks():
     """Padded text keys and tokens past the grid's edge tiles must not reach any output."""
@@ -399,9 +456,11 @@ def test_token_gather_round_trip(dtype):
 
 
 @needs_process
-def test_patched_wan_regional_compile_has_no_graph_break(monkeypatch):
+@pytest.mark.parametrize("method", ["radial", "neighborhood_tile_order"])
+def test_patched_wan_regional_compile_has_no_graph_break(method, monkeypatch):
     """diffusers' compile_repeated_blocks(fullgraph=True) over a patched transformer: a graph break
-    anywhere in a block (our op included) raises; the compiled forward equals the eager one."""
+    anywhere in a block (our op included) raises; the compiled forward equals the eager one. The
+    neighbourhood's (1, 8, 8) tiles divide the 3x8x8 grid: its blocks run in tile order."""
     diffusers = pytest.importorskip("diffusers")
     import ditaccel
     from ditaccel.kernels import ops
@@ -409,6 +468,9 @@ def test_patched_wan_regional_compile_has_no_graph_break(monkeypatch):
     calls = []
     real = ops.block_sparse_attention_placed
     monkeypatch.setattr(ops, "block_sparse_attention_placed", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    tiled = []
+    real_op = ops.triton_model_order_attention
+    monkeypatch.setattr(ops, "triton_model_order_attention", lambda *a, **kw: tiled.append(kw["video_tiled"]) or real_op(*a, **kw))
     cfg = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=64, in_channels=16, out_channels=16, text_dim=32,
                freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6)
     torch.manual_seed(0)
@@ -417,9 +479,12 @@ def test_patched_wan_regional_compile_has_no_graph_break(monkeypatch):
     inputs = dict(hidden_states=torch.randn(1, 16, 3, 16, 16, generator=gen).to(DEVICE), timestep=torch.tensor([500], device=DEVICE),
                   encoder_hidden_states=torch.randn(1, 8, 32, generator=gen).to(DEVICE))
     torch._dynamo.reset()
-    with torch.no_grad(), ditaccel.patch(model, ditaccel.Radial(decay=0.5, sink=True, block_size=64),
-                                         schedule=ditaccel.Schedule(dense_steps=0, dense_layers=0), backend="triton"):
+    config = (ditaccel.Radial(decay=0.5, sink=True, block_size=64) if method == "radial"
+              else ditaccel.Neighborhood(window=(2, 5, 5), tile=(1, 8, 8), block_size=64))
+    with torch.no_grad(), ditaccel.patch(model, config, schedule=ditaccel.Schedule(dense_steps=0, dense_layers=0),
+                                         backend="triton"):
         eager = model(**inputs, return_dict=False)[0]
+        assert tiled == [method != "radial"] * 2
         assert len(calls) == 2  # one sparse call per layer
         model.compile_repeated_blocks(fullgraph=True, backend="aot_eager")
         compiled = model(**inputs, return_dict=False)[0]

@@ -69,6 +69,7 @@ def block_sparse_attention_model_order(
     kv_len: torch.Tensor | None = None,
     scale: float | None = None,
     backend: str = "auto",
+    video_tiled: bool = False,
 ) -> torch.Tensor:
     """Attention over ``layout`` of q, k, v in the model's token order, output in that order.
 
@@ -78,28 +79,38 @@ def block_sparse_attention_model_order(
     tokens valid first, ``kv_len`` (int [B]) then ends the keys at canonical position
     ``layout.tiling.canon_len + valid text``. The Triton backend reads the tokens where they are
     (raster rows, or tiles as 3-D boxes of the grid) and copies only what cannot be read in place;
-    the reference backend builds the canonical sequence explicitly."""
+    the reference backend builds the canonical sequence explicitly.
+
+    ``video_tiled``: the video tokens are in the layout's canonical order already (a tiling with
+    no padding: ``canon_len`` equals the grid's token count), so none are moved."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     tiling = layout.tiling
     n_video = tiling.num_tokens
+    if video_tiled and tiling.canon_len != n_video:
+        raise ValueError(
+            f"video_tiled=True needs a tiling without padding, but grid {tiling.grid} with tile {tiling.tile} has "
+            f"{tiling.canon_len} canonical positions for {n_video} tokens"
+        )
     if backend == "triton" or (backend == "auto" and _triton_usable(q)):
         _check_qkv(q, k, v)
         _check_triton_inputs(q)
         from .ops import triton_model_order_attention
 
         return triton_model_order_attention(q, k, v, layout, video_start=video_start, text_start=text_start,
-                                            text_len=text_len, text_order=text_order, kv_len=kv_len, scale=scale)
+                                            text_len=text_len, text_order=text_order, kv_len=kv_len, scale=scale,
+                                            video_tiled=video_tiled)
     # Reference: canonical order explicitly (tiled video, then text valid-first, padded to blocks).
     B, S, H, D = q.shape
     video = slice(video_start, video_start + n_video)
     text = slice(text_start, text_start + text_len)
     if text_len and kv_len is None:
         kv_len = torch.full((B,), tiling.canon_len + text_len, dtype=torch.int32, device=q.device)
-    qc, kc, vc = (canonical_sequence(x, layout, video_start, text_start, text_len, text_order) for x in (q, k, v))
+    qc, kc, vc = (canonical_sequence(x, layout, video_start, text_start, text_len, text_order, video_tiled) for x in (q, k, v))
     out_c = block_sparse_attention(qc, kc, vc, layout, kv_len, scale, backend)
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    out[:, video] = tiling.from_canonical(out_c[:, : tiling.canon_len])
+    video_out = out_c[:, : tiling.canon_len]
+    out[:, video] = video_out if video_tiled else tiling.from_canonical(video_out)
     if text_len:
         text_out = out_c[:, tiling.canon_len : tiling.canon_len + text_len]
         if text_order is not None:
@@ -116,12 +127,14 @@ def canonical_sequence(
     text_start: int = 0,
     text_len: int = 0,
     text_order: torch.Tensor | None = None,
+    video_tiled: bool = False,
 ) -> torch.Tensor:
     """x ([B, S, ...] in the model's token order) as the canonical sequence ``layout`` indexes:
     the tiled video tokens, then the text (valid first when ``text_order`` is given), zero-padded
-    to whole blocks."""
+    to whole blocks. ``video_tiled``: x's video tokens are in tile order already."""
     tiling = layout.tiling
-    parts = [tiling.to_canonical(x[:, video_start : video_start + tiling.num_tokens])]
+    video = x[:, video_start : video_start + tiling.num_tokens]
+    parts = [video if video_tiled else tiling.to_canonical(video)]
     if text_len:
         text = x[:, text_start : text_start + text_len]
         if text_order is not None:

@@ -262,14 +262,16 @@ def triton_model_order_attention(
     text_order: torch.Tensor | None,
     kv_len: torch.Tensor | None,
     scale: float | None,
+    video_tiled: bool = False,
 ) -> torch.Tensor:
-    """Triton backend of ``block_sparse_attention_model_order`` (see there)."""
+    """Triton backend of ``block_sparse_attention_model_order`` (see there). Video tokens in tile
+    order already (``video_tiled``) are read as rows, like a raster layout's."""
     D = q.shape[-1]
     scale = D**-0.5 if scale is None else scale
     q, k, v = _pad_head_dim(q, k, v)
     lay, has_partial = _prepared(layout, q.device)
     tiling = lay.tiling
-    tiled = not tiling.is_identity and tiling.tile is not None
+    tiled = not tiling.is_identity and tiling.tile is not None and not video_tiled
     boxable = tiled and tiling.dilation == (1, 1, 1)
     c2r = tiling.device_index(q.device, "canon_to_raster") if tiled else None
     r2c = tiling.device_index(q.device, "raster_to_canon") if tiled else None

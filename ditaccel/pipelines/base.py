@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..tile_order import reorder_tokens
+
 Grid = tuple[int, int, int]
 
 
@@ -38,6 +40,13 @@ class ModelAdapter:
     # (name, position) of the forward argument whose dim 1 is the joint-attention text length, when
     # the adapter can tell it before the attention call (see text_len).
     text_argument: tuple[str, int] | None = None
+    # Tile-order forward (tile_order.py): module paths (entry, exit, rotary). The entry module's
+    # output carries the video tokens into the blocks (the last tokens along dim 1: text may come
+    # first), the exit module's output carries them out (dim 1), the rotary module's output is the
+    # blocks' rotary tables (token dim ``rotary_token_dim``; None: no such module). None = the
+    # family runs in the model's token order only (attention calls then copy tokens per call).
+    tile_order_modules: tuple[str, str, str | None] | None = None
+    rotary_token_dim: int = 1
 
     def matches(self, transformer: torch.nn.Module) -> bool:
         return type(transformer).__name__ in self.transformer_classes
@@ -58,6 +67,24 @@ class ModelAdapter:
             return None
         text = argument(args, kwargs, *self.text_argument)
         return None if text is None else text.shape[1]
+
+    def tile_order_supported(self, transformer: torch.nn.Module, args: tuple, kwargs: dict, tiling) -> bool:
+        """Whether this forward can run in tile order: nothing in it is positional but the tokens,
+        the rotary tables and what ``arguments_to_tiles`` reorders (subclasses refuse ControlNet
+        residuals, first-frame token replacement and the like)."""
+        return self.tile_order_modules is not None
+
+    def video_tokens_to_tiles(self, output: torch.Tensor, tiling) -> torch.Tensor:
+        """The entry module's output with its video tokens in tile order."""
+        return reorder_tokens(output, 1, tiling, to_tiles=True)
+
+    def rotary_to_tiles(self, tables, tiling):
+        """The rotary module's output (a tuple of tables) in tile order."""
+        return tuple(reorder_tokens(t, self.rotary_token_dim, tiling, to_tiles=True) for t in tables)
+
+    def arguments_to_tiles(self, args: tuple, kwargs: dict, tiling) -> tuple[tuple, dict] | None:
+        """Forward arguments given per video token, put into tile order (None: none to change)."""
+        return None
 
     def attention_layers(self, transformer: torch.nn.Module) -> list[AttentionLayer]:
         named = [
@@ -80,6 +107,27 @@ def argument(args: tuple, kwargs: dict, name: str, position: int):
     if len(args) > position:
         return args[position]
     return None
+
+
+def replace_argument(args: tuple, kwargs: dict, name: str, position: int, value) -> tuple[tuple, dict]:
+    """(args, kwargs) with the forward argument ``name`` (keyword or positional) set to ``value``."""
+    if name in kwargs or len(args) <= position:
+        return args, {**kwargs, name: value}
+    return args[:position] + (value,) + args[position + 1 :], kwargs
+
+
+def timestep_fits_tile_order(args: tuple, kwargs: dict, position: int, tiling) -> bool:
+    """A timestep per sample, or one per video token ([B, N]: Wan 2.2 TI2V, LTX conditioning)."""
+    timestep = argument(args, kwargs, "timestep", position)
+    return not isinstance(timestep, torch.Tensor) or timestep.ndim < 2 or tuple(timestep.shape[1:]) == (tiling.num_tokens,)
+
+
+def per_token_timestep_to_tiles(args: tuple, kwargs: dict, position: int, tiling) -> tuple[tuple, dict] | None:
+    """Timesteps given per video token ([B, N]) in tile order; None for one timestep per sample."""
+    timestep = argument(args, kwargs, "timestep", position)
+    if not isinstance(timestep, torch.Tensor) or timestep.ndim != 2:
+        return None
+    return replace_argument(args, kwargs, "timestep", position, reorder_tokens(timestep, 1, tiling, to_tiles=True))
 
 
 class SparseProcessorMixin:

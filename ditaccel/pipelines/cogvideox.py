@@ -14,7 +14,8 @@ import torch
 from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0, FusedCogVideoXAttnProcessor2_0
 from diffusers.models.embeddings import apply_rotary_emb
 
-from .base import ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel
+from ..tile_order import reorder_tokens
+from .base import ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel, replace_argument
 
 
 class CogVideoXSparseProcessor(SparseProcessorMixin, CogVideoXAttnProcessor2_0):
@@ -69,6 +70,9 @@ class CogVideoXAdapter(ModelAdapter):
     upstream_processors = (CogVideoXAttnProcessor2_0, FusedCogVideoXAttnProcessor2_0,)
     text_argument = ("encoder_hidden_states", 1)
     sparse_processor_class = CogVideoXSparseProcessor
+    # The patch embedding returns [text, video] tokens (absolute positions already added, 2B); the
+    # 5B models' rotary tables come from the pipeline as a forward argument.
+    tile_order_modules = ("patch_embed", "proj_out", None)
 
     def grid(self, transformer, args, kwargs):
         hidden_states = argument(args, kwargs, "hidden_states", 0)  # [B, F, C, H, W]
@@ -78,3 +82,10 @@ class CogVideoXAdapter(ModelAdapter):
 
     def timestep(self, args, kwargs):
         return argument(args, kwargs, "timestep", 2)
+
+    def arguments_to_tiles(self, args, kwargs, tiling):
+        rotary = argument(args, kwargs, "image_rotary_emb", 5)
+        if rotary is None:
+            return None
+        tables = tuple(reorder_tokens(t, 0, tiling, to_tiles=True) for t in rotary)  # [N, D] each
+        return replace_argument(args, kwargs, "image_rotary_emb", 5, tables)

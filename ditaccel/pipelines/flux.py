@@ -73,6 +73,8 @@ class FluxAdapter(ModelAdapter):
     text_argument = ("encoder_hidden_states", 1)
     sparse_processor_class = FluxSparseProcessor
     timestep_scale = 1.0 / 1000.0
+    tile_order_modules = ("x_embedder", "proj_out", "pos_embed")  # rope tables [text + N, D]
+    rotary_token_dim = 0
 
     def grid(self, transformer, args, kwargs):
         # forward(hidden_states, encoder_hidden_states, pooled_projections, timestep, img_ids, txt_ids, ...)
@@ -98,3 +100,8 @@ class FluxAdapter(ModelAdapter):
 
     def timestep(self, args, kwargs):
         return argument(args, kwargs, "timestep", 3)
+
+    def tile_order_supported(self, transformer, args, kwargs, tiling):
+        # ControlNet residuals are added to the image tokens in raster order.
+        residuals = (("controlnet_block_samples", 8), ("controlnet_single_block_samples", 9))
+        return all(argument(args, kwargs, name, position) is None for name, position in residuals)

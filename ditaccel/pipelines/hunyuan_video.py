@@ -98,6 +98,8 @@ class HunyuanVideoAdapter(ModelAdapter):
     layer_groups = (("transformer_blocks", "attn"), ("single_transformer_blocks", "attn"))
     upstream_processors = (HunyuanVideoAttnProcessor2_0,)
     sparse_processor_class = HunyuanVideoSparseProcessor
+    tile_order_modules = ("x_embedder", "proj_out", "rope")  # rope tables [N, D]
+    rotary_token_dim = 0
 
     def grid(self, transformer, args, kwargs):
         hidden_states = argument(args, kwargs, "hidden_states", 0)  # [B, C, F, H, W]
@@ -107,3 +109,7 @@ class HunyuanVideoAdapter(ModelAdapter):
 
     def timestep(self, args, kwargs):
         return argument(args, kwargs, "timestep", 1)
+
+    def tile_order_supported(self, transformer, args, kwargs, tiling):
+        # I2V "token_replace" modulates the first frame's tokens differently (by position).
+        return getattr(transformer.config, "image_condition_type", None) != "token_replace"

@@ -13,7 +13,14 @@ from __future__ import annotations
 import torch
 from diffusers.models.transformers.transformer_ltx import LTXVideoAttnProcessor, apply_rotary_emb
 
-from .base import ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel
+from .base import (
+    ModelAdapter,
+    SparseProcessorMixin,
+    argument,
+    per_token_timestep_to_tiles,
+    reject_context_parallel,
+    timestep_fits_tile_order,
+)
 
 
 class LTXSparseProcessor(SparseProcessorMixin, LTXVideoAttnProcessor):
@@ -50,6 +57,7 @@ class LTXAdapter(ModelAdapter):
     layer_groups = (("transformer_blocks", "attn1"),)
     upstream_processors = (LTXVideoAttnProcessor,)
     sparse_processor_class = LTXSparseProcessor
+    tile_order_modules = ("proj_in", "proj_out", "rope")  # rope tables [B, N, D]
 
     def grid(self, transformer, args, kwargs):
         # forward(hidden_states, encoder_hidden_states, timestep, encoder_attention_mask, num_frames, height, width, ...)
@@ -65,3 +73,9 @@ class LTXAdapter(ModelAdapter):
 
     def timestep(self, args, kwargs):
         return argument(args, kwargs, "timestep", 2)
+
+    def tile_order_supported(self, transformer, args, kwargs, tiling):
+        return timestep_fits_tile_order(args, kwargs, 2, tiling)
+
+    def arguments_to_tiles(self, args, kwargs, tiling):
+        return per_token_timestep_to_tiles(args, kwargs, 2, tiling)

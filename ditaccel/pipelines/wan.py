@@ -10,7 +10,15 @@ from __future__ import annotations
 import torch
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
 
-from .base import ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel
+from ..tile_order import reorder_tokens
+from .base import (
+    ModelAdapter,
+    SparseProcessorMixin,
+    argument,
+    per_token_timestep_to_tiles,
+    reject_context_parallel,
+    timestep_fits_tile_order,
+)
 
 
 def apply_interleaved_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -58,9 +66,20 @@ class WanAdapter(ModelAdapter):
     layer_groups = (("blocks", "attn1"),)
     upstream_processors = (WanAttnProcessor,)
     sparse_processor_class = WanSparseProcessor
+    tile_order_modules = ("patch_embedding", "proj_out", "rope")  # rope tables [1, N, 1, D]
 
     def grid(self, transformer, args, kwargs):
         hidden_states = argument(args, kwargs, "hidden_states", 0)
         _, _, frames, height, width = hidden_states.shape
         pt, ph, pw = transformer.config.patch_size
         return (frames // pt, height // ph, width // pw)
+
+    def tile_order_supported(self, transformer, args, kwargs, tiling):
+        return timestep_fits_tile_order(args, kwargs, 1, tiling)
+
+    def video_tokens_to_tiles(self, output, tiling):
+        # The patch embedding is a Conv3d: [B, C, T', H', W'], flattened to tokens right after.
+        return reorder_tokens(output.flatten(2), 2, tiling, to_tiles=True).view_as(output)
+
+    def arguments_to_tiles(self, args, kwargs, tiling):
+        return per_token_timestep_to_tiles(args, kwargs, 1, tiling)

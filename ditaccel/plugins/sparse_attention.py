@@ -10,6 +10,7 @@ text first, last or absent). This object:
 4. runs block-sparse attention in the model's token order: the Triton kernel reads the video
    tokens where they are (raster rows, or whole tiles as 3-D boxes of the latent grid) and the
    reference backend builds the canonical (tiled) sequence explicitly (kernels/attention.py).
+   In a tile-order forward (tile_order.py) the video tokens arrive tiled and nothing is moved.
 """
 
 from __future__ import annotations
@@ -71,9 +72,11 @@ class SparseAttention:
         text_position: str = "none",
         text_mask: torch.Tensor | None = None,
         scale: float | None = None,
+        video_tiled: bool = False,
     ) -> torch.Tensor:
         """q, k, v: [B, S, H, D] with S = text_len + T'*H'*W'. text_mask: bool [B, text_len],
-        True for real text tokens (None = all real). Returns [B, S, H, D]."""
+        True for real text tokens (None = all real). ``video_tiled``: the video tokens are in the
+        layout's tile order already (a tile-order forward), not raster. Returns [B, S, H, D]."""
         if text_position not in TEXT_POSITIONS:
             raise ValueError(f"text_position must be one of {list(TEXT_POSITIONS)}, got {text_position!r}")
         B, S, H, D = q.shape
@@ -94,4 +97,5 @@ class SparseAttention:
         return block_sparse_attention_model_order(
             q, k, v, layout, video_start=text_len if first else 0, text_start=0 if first else n_video,
             text_len=text_len, text_order=text_order, kv_len=kv_len, scale=scale, backend=self.backend,
+            video_tiled=video_tiled,
         )
