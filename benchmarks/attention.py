@@ -3,11 +3,16 @@ with the same block mask, at the shapes of the models we patch (SPEC section 3).
 
 For every (model shape, method) it measures, in one run, interleaved over --rounds rounds
 (median kept):
-  - ours_ms: what the runtime does per attention call (plugins/sparse_attention.py): q, k, v in
-    the model's token order (video raster, text first or last with padding), the kernel reading
-    video tokens in place (raster rows, or tiles as 3-D boxes of the grid), output in model order;
+  - ours_ms: what the runtime does per attention call. Tiled layouts on grids the tile divides run
+    in a tile-order forward (ditaccel/tile_order.py): the call gets the video tokens tiled already
+    (tiled_call_ms) and is charged its share of the forward's reorders (forward_reorder_ms: the
+    patch embedding's output, the rotary tables and the final projection's output of the model the
+    shape comes from, through the adapter's own functions, divided by its attention layers).
+    Otherwise (model_order_ms): q, k, v in the model's token order (video raster, text first or
+    last with padding), the kernel reading video tokens in place (raster rows, or tiles as 3-D
+    boxes of the grid), output in model order;
   - kernel_canonical_ms: the kernel alone on tensors already in canonical (tiled) order, what
-    Flex gets too; model_order_overhead = ours_ms / kernel_canonical_ms - 1;
+    Flex gets too; model_order_overhead = ours_ms / kernel_canonical_ms - 1 (token movement);
   - ours_all_blocks_ms: our kernel with an all-blocks LUT (our dense rate);
   - cudnn_dense_ms: torch SDPA forced to cuDNN on the unpadded raster tokens (dense baseline);
   - flex_ms: FlexAttention (torch.compile'd) with BlockMask.from_kv_blocks built from our LUT:
@@ -43,6 +48,7 @@ from ditaccel.kernels.ops import _prepared  # noqa: E402  (has_partial, looked u
 from ditaccel.kernels.permute_triton import gather_tokens, inverse_index  # noqa: E402
 from ditaccel.plugins.neighborhood import Neighborhood  # noqa: E402
 from ditaccel.plugins.radial import Radial  # noqa: E402
+from ditaccel.tile_order import reorder_tokens, uses_tile_order  # noqa: E402
 
 # name: heads, head_dim, grid (T', H', W'), text tokens (joint attention, 0 = none), real text
 # tokens (the rest is padding), radial (decay, sink) or None, neighbourhood (window, stride).
@@ -57,6 +63,41 @@ CASES = {
     "cogvideox5b": dict(heads=48, dim=64, grid=(13, 30, 45), text=226, text_position="first", radial=(1.0, False), nbhd=((8, 16, 24), (4, 8, 8))),
     "flux_1024": dict(heads=24, dim=128, grid=(1, 64, 64), text=512, text_position="first", radial=None, nbhd=((1, 32, 32), (1, 16, 16))),
 }
+# The model each shape comes from, for a tile-order forward's reorders: adapter, attention layers,
+# hidden size, and the width of the final projection's output (patch volume x latent channels).
+MODELS = {
+    "wan14b_720p": ("wan", 40, 5120, 64), "wan14b_480p": ("wan", 40, 5120, 64), "wan1.3b_480p": ("wan", 30, 1536, 64),
+    "hunyuan_720p": ("hunyuan_video", 60, 3072, 64), "hunyuan_natten": ("hunyuan_video", 60, 3072, 64),
+    "cogvideox5b": ("cogvideox", 42, 3072, 64), "flux_1024": ("flux", 57, 3072, 64),
+}
+
+
+def forward_reorder(case: str, tiling, text_len: int, D: int):
+    """The reorders of one tile-order forward of ``case``'s model (batch 1, bf16 activations, fp32
+    rotary tables), through the adapter's own functions: () -> None."""
+    from ditaccel.pipelines import available_adapters
+
+    family, _, hidden, out_width = MODELS[case]
+    adapter = next(a for a in available_adapters() if a.family == family)
+    n = tiling.num_tokens
+    bf16 = dict(device="cuda", dtype=torch.bfloat16)
+    if family == "wan":  # Conv3d output [B, C, T', H', W'] and rope tables [1, N, 1, D]
+        entry = torch.randn(1, hidden, *tiling.grid, **bf16)
+        tables = tuple(torch.randn(1, n, 1, D, device="cuda") for _ in range(2))
+    else:  # tokens [B, (text +) N, C]; rope tables [(text +) N, D]
+        entry = torch.randn(1, n + (text_len if family == "cogvideox" else 0), hidden, **bf16)
+        tables = tuple(torch.randn(n + (text_len if family == "flux" else 0), D, device="cuda") for _ in range(2))
+    exit_ = torch.randn(1, n, out_width, **bf16)
+
+    def run():
+        adapter.video_tokens_to_tiles(entry, tiling)
+        if family == "cogvideox":  # the pipeline's tables, a forward argument
+            adapter.arguments_to_tiles((), {"image_rotary_emb": tables}, tiling)
+        else:
+            adapter.rotary_to_tiles(tables, tiling)
+        reorder_tokens(exit_, 1, tiling, to_tiles=False)
+
+    return run
 
 
 def bench(fn, rep_ms: float = 300.0) -> float:
@@ -264,8 +305,19 @@ def main() -> None:
                     placement.update(text_order=torch.argsort((~valid).to(torch.int8), dim=1, stable=True), kv_len=kv_len)
                 q, k, v = (torch.randn(1, n_video + text_len, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
 
-                def ours():
+                def model_order():
                     return block_sparse_attention_model_order(q, k, v, lay, backend="triton", **placement)
+
+                tile_order = uses_tile_order(lay.tiling)
+                video = slice(placement["video_start"], placement["video_start"] + n_video)
+                if tile_order:  # a tile-order forward hands the call its video tokens tiled already
+                    qt, kt, vt = (torch.cat([x[:, : video.start], lay.tiling.to_canonical(x[:, video]), x[:, video.stop :]], 1)
+                                  for x in (q, k, v))
+
+                    def ours():
+                        return block_sparse_attention_model_order(qt, kt, vt, lay, backend="triton", video_tiled=True, **placement)
+                else:
+                    ours = model_order
 
                 # The kernel alone on tensors already in canonical order (its rate, and what Flex gets).
                 qc, kc, vc = (canonical_sequence(x, lay, **{n: placement.get(n) for n in CANON_ARGS}).contiguous() for x in (q, k, v))
@@ -279,6 +331,8 @@ def main() -> None:
                     out = ours()
                     torch.cuda.synchronize()
                     ref = block_sparse_attention_model_order(q.float(), k.float(), v.float(), lay, backend="reference", **placement)
+                    if tile_order:  # the reference's output in the tile order the call works in
+                        ref[:, video] = lay.tiling.to_canonical(ref[:, video])
                     err = float((out.float() - ref).norm() / ref.norm())
                     again = ours()
                     rec["rel_l2_err"] = err
@@ -290,6 +344,8 @@ def main() -> None:
                     print(f"  check {method}: rel L2 {err:.2e} {checks[-1]}", flush=True)
                     del ref, out, again
                 fns = {"ours": ours, "kernel_canonical": lambda: run_ours(qc, kc, vc, lay, kv_len), "cudnn_dense": cudnn}
+                if tile_order:
+                    fns["model_order"] = model_order
                 if lay.num_blocks != getattr(ours_all_layout, "num_blocks", None):
                     ours_all_layout = all_blocks_layout(lay)
                 fns["ours_all_blocks"] = lambda: run_ours(qc, kc, vc, ours_all_layout, kv_len)
@@ -312,6 +368,17 @@ def main() -> None:
                 useful = 4.0 * computed * D * H
                 all_flops = 4.0 * N * N * D * H
                 ours_ms, cudnn_ms = times["ours"], times["cudnn_dense"]
+                reorder = None
+                if tile_order:
+                    layers = MODELS[name][1]
+                    reorder = forward_reorder(name, lay.tiling, text_len, D)
+                    reorder_ms = bench(reorder, 100)
+                    per_call = rec["token_access"].split("chosen: ")[-1] if "chosen: " in rec["token_access"] else "?"
+                    rec.update(token_access=f"tile-order forward (per-call path: {per_call})",
+                               tiled_call_ms=round(ours_ms, 3),
+                               forward_reorder_ms=round(reorder_ms, 4), model_layers=layers,
+                               model_order_ms=round(times["model_order"], 3), model_order_ms_rounds=times["rounds"]["model_order"])
+                    ours_ms += reorder_ms / layers
                 rec.update(
                     ours_ms=round(ours_ms, 3), ours_ms_rounds=times["rounds"]["ours"], useful_tflops=round(useful / ours_ms / 1e9, 1),
                     kernel_canonical_ms=round(times["kernel_canonical"], 3),
@@ -328,6 +395,11 @@ def main() -> None:
                     # which a real forward hides behind the GPU's other work. Replayed from a CUDA graph, the
                     # same calls show the GPU's cost of the token movement alone.
                     g_ours, g_kernel = (graph_bench(fn) for fn in (ours, fns["kernel_canonical"]))
+                    if tile_order:
+                        g_model_order, g_reorder = graph_bench(model_order), graph_bench(reorder)
+                        rec.update(tiled_call_graph_ms=round(g_ours, 4), forward_reorder_graph_ms=round(g_reorder, 4),
+                                   model_order_graph_ms=round(g_model_order, 4))
+                        g_ours += g_reorder / MODELS[name][1]
                     rec.update(ours_graph_ms=round(g_ours, 4), kernel_canonical_graph_ms=round(g_kernel, 4),
                                model_order_overhead_graph=round(g_ours / g_kernel - 1, 4))
                 if "flex" in times:

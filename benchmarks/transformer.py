@@ -1,4 +1,4 @@
-"""One denoising step of the Wan2.1-14B transformer at 720p / 81 frames: dense vs radial.
+"""One denoising step of the Wan2.1-14B transformer at 720p / 81 frames: dense vs sparse.
 
 The model is diffusers' WanTransformer3DModel built from the Wan2.1-14B config (40 layers,
 40 heads x 128, ffn 13824, text_dim 4096, patch (1, 2, 2)) with random bf16 weights (no
@@ -8,10 +8,14 @@ checkpoint is needed to time it). Inputs: latent [1, 16, 21, 90, 160] (720p, 81 
 Measured, eager and with diffusers' regional compile (compile_repeated_blocks): one forward
 dense, one forward patched with radial (paper defaults for Wan: decay 0.2, attention sink) with
 every layer sparse, and with the first layer dense (the paper's schedule inside a sparse step).
+With ``--method neighborhood`` (the "neighborhood" preset's window, half of each grid dimension,
+every layer sparse) instead: the forward in tile order (the default where the tile divides the
+grid, e.g. 768 x 1280: 21 x 48 x 80 tokens, (1, 8, 16) tiles) against the same patch with
+``tile_order=False`` (the tokens moved in every attention call).
 Timed with CUDA events after a warm-up forward; peak GPU memory per configuration.
 
-Usage: python benchmarks/transformer.py --out DIR [--frames 81 --height 720 --width 1280]
-Writes DIR/transformer_<gpu>.json.
+Usage: python benchmarks/transformer.py --out DIR [--frames 81 --height 720 --width 1280] [--method neighborhood]
+Writes DIR/transformer_<gpu>[_neighborhood].json.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=40)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--method", choices=("radial", "neighborhood"), default="radial")
     args = ap.parse_args()
 
     import diffusers
@@ -77,9 +82,11 @@ def main() -> None:
 
     import ditaccel
     from ditaccel import Radial, Schedule
+    from ditaccel.presets import preset
 
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"transformer_{gpu_name()}.json")
+    suffix = "" if args.method == "radial" else f"_{args.method}"
+    path = os.path.join(args.out, f"transformer_{gpu_name()}{suffix}.json")
     import triton
 
     result = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
@@ -106,19 +113,31 @@ def main() -> None:
     )
     grid = (latent_t, args.height // 16, args.width // 16)
     result.update(grid=list(grid), tokens=grid[0] * grid[1] * grid[2])
-    radial = Radial(decay=0.2, sink=True)
-    variants = [
-        ("dense", None),
-        ("radial_all_layers", Schedule(dense_steps=0, dense_layers=0)),
-        ("radial_first_layer_dense", Schedule(dense_steps=0, dense_layers=1)),
-    ]
+    all_sparse = Schedule(dense_steps=0, dense_layers=0)
+    if args.method == "radial":
+        method = Radial(decay=0.2, sink=True)
+        variants = [  # name, schedule, tile_order
+            ("dense", None, True),
+            ("radial_all_layers", all_sparse, True),
+            ("radial_first_layer_dense", Schedule(dense_steps=0, dense_layers=1), True),
+        ]
+    else:
+        method = preset("neighborhood", "wan")[0]
+        layout = method.build_layout(grid, device="cuda")
+        result.update(method=repr(method), tile=list(layout.tiling.tile), block_density=round(layout.block_density(), 4),
+                      tile_divides_grid=layout.tiling.canon_len == layout.tiling.num_tokens)
+        variants = [
+            ("dense", None, True),
+            ("neighborhood_tile_order", all_sparse, True),
+            ("neighborhood_model_order", all_sparse, False),
+        ]
 
     def run(mode: str):
-        for name, schedule in variants:
+        for name, schedule, tile_order in variants:
             handle = None
             try:
                 if schedule is not None:
-                    handle = ditaccel.patch(model, radial, schedule=schedule)
+                    handle = ditaccel.patch(model, method, schedule=schedule, tile_order=tile_order)
                 first, ms, peak = timed_forward(model, inputs, args.reps)
                 rec = dict(mode=mode, variant=name, first_call_ms=round(first, 1), forward_ms=round(ms, 1), peak_gib=round(peak, 3))
             except Exception as e:
@@ -144,13 +163,16 @@ def main() -> None:
     summary = {}
     for mode in ("eager", "compiled"):
         dense = by.get((mode, "dense"))
-        for name in ("radial_all_layers", "radial_first_layer_dense"):
+        for name, _, _ in variants[1:]:
             sparse = by.get((mode, name))
             if dense and sparse:
                 summary[f"{mode}_{name}"] = dict(
                     speedup=round(dense["forward_ms"] / sparse["forward_ms"], 3),
                     peak_vs_dense=round(sparse["peak_gib"] / dense["peak_gib"], 4),
                 )
+        tiled, per_call = by.get((mode, "neighborhood_tile_order")), by.get((mode, "neighborhood_model_order"))
+        if tiled and per_call:
+            summary[f"{mode}_tile_order_gain"] = round(per_call["forward_ms"] / tiled["forward_ms"] - 1, 4)
     result["summary"] = summary
     save()
     print(json.dumps(summary, indent=1))
