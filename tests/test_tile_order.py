@@ -224,3 +224,22 @@ def test_regional_compile_in_tile_order():
             block._compiled_call_impl = None
         torch._dynamo.reset()
     assert torch.allclose(eager, compiled, atol=1e-5)
+
+
+def test_cogvideox_2b_absolute_positions_move_with_the_tokens(tile_order_seen):
+    """CogVideoX 2B adds absolute sin-cos positions inside its patch embedding (no rotary tables):
+    the entry hook reorders tokens that already carry them."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    torch.manual_seed(0)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=2, text_embed_dim=32,
+        num_layers=2, sample_width=16, sample_height=8, sample_frames=13, patch_size=2, max_text_seq_length=16,
+    ).eval()
+    gen = torch.Generator().manual_seed(3)
+    inputs = dict(hidden_states=torch.randn(2, 4, 4, 8, 16, generator=gen), encoder_hidden_states=torch.randn(2, 16, 32, generator=gen),
+                  timestep=torch.tensor([500, 500]), return_dict=False)  # grid (4, 4, 8)
+    method = ditaccel.Neighborhood(window=(3, 3, 5), tile=(2, 4, 8), block_size=64)
+    tiled = run(transformer, inputs, method, tile_order=True)
+    assert tile_order_seen and all(tile_order_seen)
+    assert (tiled - run(transformer, inputs, method, tile_order=False)).abs().max().item() <= TOLERANCE
