@@ -54,6 +54,7 @@ class PatchState:
         self.context = StepContext()
         self.history = {layer.index: LayerHistory() for layer in self.layers}
         self.tile_order_hooks = None
+        self.token_order: str | None = None  # how the last sparse forward ordered its video tokens (summary)
         if tile_order and adapter.tile_order_modules is not None:
             self.tile_order_hooks = TileOrderHooks(transformer, adapter, self.context)
         self._hook = transformer.register_forward_pre_hook(self._pre_forward, with_kwargs=True)
@@ -90,11 +91,22 @@ class PatchState:
     def _enter_tile_order(self, module, args, kwargs, device):
         """Run this forward's blocks in tile order when the layout's tiling allows it (see
         tile_order.py); returns the forward arguments that had to be reordered, if any."""
-        if self.tile_order_hooks is None:
-            return None
         tiling = self.runner.video_layout(self.context.grid).tiling
-        if not (uses_tile_order(tiling) and self.adapter.tile_order_supported(module, args, kwargs, tiling)):
+        if tiling.tile is None:
+            self.token_order = "raster (the layout needs no tiles)"
             return None
+        if self.tile_order_hooks is None:
+            self.token_order = "model order, tokens moved in each attention call (" + (
+                "tile_order=False)" if self.adapter.tile_order_modules is not None else "no tile-order forward for this model)")
+            return None
+        if not uses_tile_order(tiling):
+            self.token_order = (f"model order, tokens moved in each attention call (tile {tiling.tile} does not divide "
+                                f"grid {tiling.grid})")
+            return None
+        if not self.adapter.tile_order_supported(module, args, kwargs, tiling):
+            self.token_order = "model order, tokens moved in each attention call (other per-token inputs in this call)"
+            return None
+        self.token_order = f"tile order {tiling.tile}, reordered once per forward"
         for which in ("canon_to_raster", "raster_to_canon"):  # on the device now, not inside a compiled region
             tiling.device_index(device, which)
         self.context.tiling, self.context.tile_order = tiling, True
@@ -127,6 +139,7 @@ class Summary:
     """Per attention layer: method, block density on the last grid, which steps ran dense."""
 
     rows: list[dict]
+    token_order: dict[str, str] = field(default_factory=dict)  # transformer -> video token order of its last sparse forward
 
     def __str__(self) -> str:
         lines = [f"{'layer':>5}  {'module':<36} {'method':<13} {'density':>8}  dense steps / sparse steps"]
@@ -136,6 +149,7 @@ class Summary:
                 f"{r['layer']:>5}  {r['module']:<36} {r['method']:<13} {density:>8}  "
                 f"{_ranges(r['dense_steps'])} / {_ranges(r['sparse_steps'])}"
             )
+        lines += [f"{name}: video tokens in {order}" for name, order in self.token_order.items()]
         return "\n".join(lines)
 
 
@@ -225,8 +239,9 @@ def unpatch(target) -> None:
 
 
 def summary(target) -> Summary:
-    rows = []
-    for transformer in _transformers(target):
+    rows, token_order = [], {}
+    transformers = _transformers(target)
+    for i, transformer in enumerate(transformers):
         state = getattr(transformer, _STATE_ATTR, None)
         if state is None:
             raise ValueError(f"{type(transformer).__name__} is not patched by ditaccel")
@@ -247,7 +262,10 @@ def summary(target) -> Summary:
                     "sparse_steps": sorted(h.sparse_steps),
                 }
             )
-    return Summary(rows)
+        if state.token_order is not None:
+            name = type(transformer).__name__ + (f" #{i + 1}" if len(transformers) > 1 else "")
+            token_order[name] = state.token_order
+    return Summary(rows, token_order)
 
 
 def is_patched(target) -> bool:

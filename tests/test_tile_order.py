@@ -243,3 +243,23 @@ def test_cogvideox_2b_absolute_positions_move_with_the_tokens(tile_order_seen):
     tiled = run(transformer, inputs, method, tile_order=True)
     assert tile_order_seen and all(tile_order_seen)
     assert (tiled - run(transformer, inputs, method, tile_order=False)).abs().max().item() <= TOLERANCE
+
+
+def test_summary_says_how_the_tokens_were_ordered():
+    case = tiny("wan")
+    transformer = case.pipe.transformer
+    grid, tile = EXACT["wan"]
+    method = method_for("wan", tile)
+    expected = [
+        ((4, 8, 16), True, "tile order (2, 4, 8), reordered once per forward"),
+        ((3, 8, 16), True, "tokens moved in each attention call (tile (2, 4, 8) does not divide grid (3, 8, 16))"),
+        ((4, 8, 16), False, "tokens moved in each attention call (tile_order=False)"),
+    ]
+    for grid, tile_order, text in expected:
+        with torch.no_grad(), ditaccel.patch(transformer, method, schedule=ditaccel.Schedule(), backend="reference",
+                                             tile_order=tile_order) as handle:
+            assert handle.summary().token_order == {}  # no forward yet
+            transformer(**case.transformer_inputs(grid))
+            summary = handle.summary()
+        assert text in summary.token_order["WanTransformer3DModel"]
+        assert str(summary).endswith(summary.token_order["WanTransformer3DModel"])
