@@ -204,28 +204,6 @@ def test_tile_order_argument_is_checked():
     assert not ditaccel.is_patched(tiny("wan").pipe)
 
 
-def test_regional_compile_in_tile_order():
-    """compile_repeated_blocks(fullgraph=True) with the blocks in tile order: the hooks sit outside
-    the blocks; no graph break, same output as eager."""
-    case = tiny("wan")
-    transformer = case.pipe.transformer
-    grid, tile = EXACT["wan"]
-    inputs = case.transformer_inputs(grid)
-    torch._dynamo.reset()
-    try:
-        with torch.no_grad(), ditaccel.patch(transformer, method_for("wan", tile), schedule=ditaccel.Schedule(dense_layers=(0,)),
-                                             backend="reference") as handle:
-            eager = transformer(**inputs)[0]
-            transformer.compile_repeated_blocks(fullgraph=True, backend="eager")
-            compiled = transformer(**inputs)[0]
-            assert handle.states[0].tile_order_hooks is not None
-    finally:
-        for block in transformer.blocks:
-            block._compiled_call_impl = None
-        torch._dynamo.reset()
-    assert torch.allclose(eager, compiled, atol=1e-5)
-
-
 def test_cogvideox_2b_absolute_positions_move_with_the_tokens(tile_order_seen):
     """CogVideoX 2B adds absolute sin-cos positions inside its patch embedding (no rotary tables):
     the entry hook reorders tokens that already carry them."""
@@ -265,9 +243,11 @@ def test_summary_says_how_the_tokens_were_ordered():
         assert str(summary).endswith(summary.token_order["WanTransformer3DModel"])
 
 
-def test_whole_model_compile_in_tile_order():
-    """torch.compile of the whole patched transformer: the entry, rotary and exit hooks are traced
-    with it; same output as eager."""
+@pytest.mark.parametrize("scope", ["regional", "whole_model"])
+def test_compile_in_tile_order(scope):
+    """diffusers' compile_repeated_blocks(fullgraph=True) (the tile-order hooks sit outside the
+    blocks: no graph break) or torch.compile of the whole patched transformer (the hooks are traced
+    with it): same output as eager."""
     case = tiny("wan")
     transformer = case.pipe.transformer
     grid, tile = EXACT["wan"]
@@ -277,8 +257,14 @@ def test_whole_model_compile_in_tile_order():
         with torch.no_grad(), ditaccel.patch(transformer, method_for("wan", tile), schedule=ditaccel.Schedule(dense_layers=(0,)),
                                              backend="reference") as handle:
             eager = transformer(**inputs)[0]
-            compiled = torch.compile(transformer, backend="eager")(**inputs)[0]
+            if scope == "regional":
+                transformer.compile_repeated_blocks(fullgraph=True, backend="eager")
+                compiled = transformer(**inputs)[0]
+            else:
+                compiled = torch.compile(transformer, backend="eager")(**inputs)[0]
             assert "tile order" in handle.summary().token_order["WanTransformer3DModel"]
     finally:
+        for block in transformer.blocks:
+            block._compiled_call_impl = None  # the tiny model is shared with other tests
         torch._dynamo.reset()
     assert torch.allclose(eager, compiled, atol=1e-5)
