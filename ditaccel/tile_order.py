@@ -6,7 +6,8 @@ and v into that order and the output back on every attention call costs a few pe
 call (H100, benchmarks/results/logs/attention_h100_{g,h}.json: NATTEN's case 6.6%, FLUX 1024^2
 9%). Everything between a DiT's token embedding and its output projection except attention works
 token by token (norms, modulation, MLPs, cross-attention queries), and attention does not care
-about the order of its tokens as long as their rotary tables move with them. So the permutation is done once per forward instead:
+about the order of its tokens as long as their rotary tables move with them. So the permutation
+is done once per forward instead:
 
 - the entry module's output (the patch embedding: video tokens) is put into tile order,
 - the rotary tables the blocks receive are put into the same order,
