@@ -31,9 +31,8 @@ class StepContext:
     call_in_step: int = 0
     calls: int = 0
     # Tile-order forward (tile_order.py): the tiling the blocks' video tokens are in during this
-    # forward, None while they are in the model's order; tile_order says the same as a bool.
+    # forward, None while they are in the model's order.
     tiling: object = None
-    tile_order: bool = False
     _last_timestep: float | None = field(default=None, repr=False)
     _timesteps_source: torch.Tensor | None = field(default=None, repr=False)
     _timesteps: torch.Tensor | None = field(default=None, repr=False)
@@ -61,6 +60,10 @@ class StepContext:
         self._last_timestep = timestep
         self.timestep = timestep
         self.calls += 1
+
+    @property
+    def tile_order(self) -> bool:
+        return self.tiling is not None
 
     def reset(self) -> None:
         self.__init__()

@@ -64,7 +64,7 @@ class PatchState:
     @torch.compiler.disable
     def _pre_forward(self, module, args, kwargs):
         ctx = self.context
-        ctx.tiling, ctx.tile_order = None, False
+        ctx.tiling = None
         ctx.grid = self.adapter.grid(module, args, kwargs)
         timesteps = getattr(self.scheduler, "timesteps", None) if self.scheduler is not None else None
         if timesteps is not None and not isinstance(timesteps, torch.Tensor):
@@ -107,14 +107,13 @@ class PatchState:
             self.token_order = "model order, tokens moved in each attention call (other per-token inputs in this call)"
             return None
         self.token_order = f"tile order {tiling.tile}, reordered once per forward"
-        for which in ("canon_to_raster", "raster_to_canon"):  # on the device now, not inside a compiled region
-            tiling.device_index(device, which)
-        self.context.tiling, self.context.tile_order = tiling, True
+        tiling.cache_device_indices(device)  # now, not inside a compiled region
+        self.context.tiling = tiling
         return self.adapter.arguments_to_tiles(args, kwargs, tiling)
 
     @torch.compiler.disable
     def _post_forward(self, module, args, output):
-        self.context.tiling, self.context.tile_order = None, False
+        self.context.tiling = None
         return None
 
     def attend(self, layer: int, q, k, v, *, text_len: int = 0, text_mask=None, scale=None):
@@ -131,7 +130,7 @@ class PatchState:
         self._post_hook.remove()
         if self.tile_order_hooks is not None:
             self.tile_order_hooks.remove()
-        self.context.tiling, self.context.tile_order = None, False
+        self.context.tiling = None
 
 
 @dataclass

@@ -37,13 +37,12 @@ def reorder_tokens(x: torch.Tensor, dim: int, tiling: TokenTiling, to_tiles: boo
     """The last ``tiling.num_tokens`` entries of ``x`` along ``dim`` (the video tokens; text may
     come before them) from raster into tile order (``to_tiles``) or back."""
     n_video = tiling.num_tokens
-    size = x.shape[dim]
-    if size < n_video:
-        raise ValueError(f"expected at least {n_video} video tokens along dim {dim}, got {size} (shape {tuple(x.shape)})")
-    index = tiling.device_index(x.device, "canon_to_raster" if to_tiles else "raster_to_canon").long()
-    if size > n_video:  # leading text tokens keep their places
-        index = torch.cat([torch.arange(size - n_video, device=x.device), index + (size - n_video)])
-    return x.index_select(dim, index)
+    n_text = x.shape[dim] - n_video
+    if n_text < 0:
+        raise ValueError(f"expected at least {n_video} video tokens along dim {dim}, got {x.shape[dim]} (shape {tuple(x.shape)})")
+    video = x.narrow(dim, n_text, n_video)
+    video = tiling.to_canonical(video, dim) if to_tiles else tiling.from_canonical(video, dim)
+    return video if n_text == 0 else torch.cat([x.narrow(dim, 0, n_text), video], dim)
 
 
 class TileOrderHooks:

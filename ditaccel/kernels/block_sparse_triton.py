@@ -76,6 +76,13 @@ def interpreting() -> bool:
 
 
 @triton.jit
+def _row_ptrs(base, b, h, rows, stride_b, stride_n, stride_h, HEAD_DIM: tl.constexpr):
+    """Pointers to the [len(rows), HEAD_DIM] elements of token rows ``rows`` (int64) of one (batch, head)."""
+    return (base + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + rows[:, None] * stride_n
+            + tl.arange(0, HEAD_DIM)[None, :])
+
+
+@triton.jit
 def _rows_tile(
     src, b, h, row0, rows, pos, stride_b, stride_n, stride_h,
     BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr, CLIP: tl.constexpr,
@@ -87,7 +94,7 @@ def _rows_tile(
         return src.load([b * rows + row0 + pos, h * HEAD_DIM])
     else:
         r = (row0 + pos + tl.arange(0, BLOCK)).to(tl.int64)
-        ptrs = src + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + r[:, None] * stride_n + tl.arange(0, HEAD_DIM)[None, :]
+        ptrs = _row_ptrs(src, b, h, r, stride_b, stride_n, stride_h, HEAD_DIM)
         if CLIP:
             return tl.load(ptrs, mask=r[:, None] < rows, other=0.0)
         else:
@@ -312,9 +319,8 @@ def _block_sparse_fwd(
     if HAS_TEXT:
         if is_text_row:
             pos = start_m - video_end + tl.arange(0, BLOCK_M)
-            rows = (text_row0 + pos).to(tl.int64)
-            ptrs = OT_ptr + b.to(tl.int64) * stride_tob + h.to(tl.int64) * stride_toh + rows[:, None] * stride_ton
-            tl.store(ptrs + tl.arange(0, HEAD_DIM)[None, :], out, mask=pos[:, None] < text_len)
+            ptrs = _row_ptrs(OT_ptr, b, h, (text_row0 + pos).to(tl.int64), stride_tob, stride_ton, stride_toh, HEAD_DIM)
+            tl.store(ptrs, out, mask=pos[:, None] < text_len)
         else:
             _store_video(O, O_ptr, out, b, h, q_block, start_m, video_row0, video_rows, video_len,
                          stride_ob, stride_on, stride_oh, NT_H, NT_W, grid_t, grid_h, grid_w, BLOCK_M, HEAD_DIM, MODE,
@@ -335,18 +341,15 @@ def _store_video(
     if MODE == 2:
         # Row by row to the tile's raster positions; padding positions of edge tiles are skipped.
         raster, inside = _box_rows(q_block, nt_h, nt_w, grid_t, grid_h, grid_w, TT, TH, TW)
-        r = (video_row0 + raster).to(tl.int64)
-        ptrs = O_ptr + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + r[:, None] * stride_on
-        tl.store(ptrs + tl.arange(0, HEAD_DIM)[None, :], out, mask=inside[:, None])
+        ptrs = _row_ptrs(O_ptr, b, h, (video_row0 + raster).to(tl.int64), stride_ob, stride_on, stride_oh, HEAD_DIM)
+        tl.store(ptrs, out, mask=inside[:, None])
     elif MODE == 1 and not MASKED:
         O.store([b * video_rows + video_row0 + start_m, h * HEAD_DIM], out)
     else:
         # Masked pointer stores: a descriptor store of a tile past video_len would spill into the
         # rows that follow (text, or the next batch).
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        rows = (video_row0 + offs_m).to(tl.int64)
-        ptrs = O_ptr + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + rows[:, None] * stride_on
-        ptrs = ptrs + tl.arange(0, HEAD_DIM)[None, :]
+        ptrs = _row_ptrs(O_ptr, b, h, (video_row0 + offs_m).to(tl.int64), stride_ob, stride_on, stride_oh, HEAD_DIM)
         if MASKED:
             tl.store(ptrs, out, mask=offs_m[:, None] < video_len)
         else:

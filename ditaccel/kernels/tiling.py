@@ -83,6 +83,11 @@ class TokenTiling:
             return gather_tokens(y, self.device_index(y.device, "raster_to_canon"))
         return y.index_select(dim, self.device_index(y.device, "raster_to_canon"))
 
+    def cache_device_indices(self, device) -> None:
+        """Copy both permutations to ``device`` now (e.g. before a compiled region uses them)."""
+        for which in ("canon_to_raster", "raster_to_canon"):
+            self.device_index(torch.device(device), which)
+
     def device_index(self, device: torch.device, which: str) -> torch.Tensor:
         """The permutation ``which`` ("raster_to_canon" or "canon_to_raster") on ``device``, copied
         there once (a host-to-device copy per attention call would cost a synchronisation)."""

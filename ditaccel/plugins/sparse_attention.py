@@ -56,8 +56,7 @@ class SparseAttention:
             layout = with_text(self.video_layout(grid), text_len).to(device)
             tiling = layout.tiling
             if tiling.tile is not None:  # the permutations too, now: not inside a compiled region
-                tiling.device_index(torch.device(device), "canon_to_raster")
-                tiling.device_index(torch.device(device), "raster_to_canon")
+                tiling.cache_device_indices(device)
             self._layouts[key] = layout
         return self._layouts[key]
 
