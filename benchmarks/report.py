@@ -22,10 +22,13 @@ def fmt(x, nd=2):
 def attention_section(path: str) -> list[str]:
     data = json.load(open(path))
     env, recs = data["env"], data["records"]
+    # Files written before the xformers baseline have neither field: their table stays as it was.
+    xformers = any("xformers_dense_ms" in r or "xformers_error" in r for r in recs)
     lines = [
         f"## Attention kernel: `{os.path.basename(path)}`",
         "",
-        f"{env['gpu']}, torch {env['torch']}, Triton {env['triton']}, cuDNN {env.get('cudnn')}, {env['date']}. "
+        f"{env['gpu']}, torch {env['torch']}, Triton {env['triton']}, cuDNN {env.get('cudnn')}, "
+        + (f"xformers {env.get('xformers') or 'not importable'}, " if xformers else "") + f"{env['date']}. "
         "bf16, batch 1, one attention call (all heads). `ours ms` = what the runtime does per call: q, k, v in "
         "the model's token order (video raster, text first or last), output in that order, every copy included; "
         "`kernel ms` = the kernel alone on tensors already in canonical order (what Flex gets); `token overhead` = "
@@ -41,12 +44,16 @@ def attention_section(path: str) -> list[str]:
         "`BlockMask.from_kv_blocks` built from the same LUT (whole blocks as full blocks, partial blocks with the "
         "same box test as mask_mod); `all-blocks` = our kernel with a dense LUT. Calls under 2 ms are also timed "
         "replayed from a CUDA graph (`graph`: the GPU's cost without the host's per-call launch latency, which a "
-        "real forward hides behind other work).",
+        "real forward hides behind other work)."
+        + (" xformers = `xformers.ops.memory_efficient_attention`, dense, on the same unpadded tokens as cuDNN (in "
+           "its own [B, N, H, D] layout), timed in the same interleaved rounds; the kernel it dispatched to is "
+           "listed under the table." if xformers else ""),
         "",
         "| case | heads x dim | tokens | method | block density | partial blocks | token path | ours ms | per-call path ms | "
         "kernel ms | token overhead | useful TFLOP/s | useful / cuDNN rate | all-blocks TFLOP/s | cuDNN dense ms (TFLOP/s) | "
-        "Flex ms | vs cuDNN | vs Flex | rel L2 err |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        + ("xformers dense ms (TFLOP/s) | " if xformers else "") + "Flex ms | vs cuDNN | "
+        + ("vs xformers | " if xformers else "") + "vs Flex | rel L2 err |",
+        "|---" * (19 + 2 * xformers) + "|",
     ]
     def graph_overhead(r) -> str:
         g = r.get("model_order_overhead_graph")
@@ -58,18 +65,40 @@ def attention_section(path: str) -> list[str]:
         g = r.get("model_order_graph_ms")
         return fmt(r["model_order_ms"]) + ("" if g is None else f" (graph: {fmt(1000 * g, 0)} us)")
 
+    def xformers_cells(r) -> tuple[str, str]:
+        if not xformers:
+            return "", ""
+        if r.get("xformers_dense_ms") is None:
+            return ("failed | " if r.get("xformers_error") else "- | "), "- | "
+        return (f"{fmt(r['xformers_dense_ms'])} ({fmt(r.get('xformers_tflops'), 0)}) | ",
+                f"{fmt(r.get('speedup_vs_xformers'))}x | ")
+
     for r in recs:
         overhead = r.get("model_order_overhead")
+        xformers_ms, vs_xformers = xformers_cells(r)
         lines.append(
             f"| {r['case']} | {r['heads']}x{r['head_dim']} | {r['tokens']:,} | {r['method']} | {fmt(r['block_density'], 3)} | "
             f"{fmt(r.get('partial_fraction'), 2)} | {r.get('token_access', '-').replace('tiled: box or gather (timed) / chosen: ', 'tiled, ')} | "
             f"{fmt(r['ours_ms'])} | {per_call(r)} | {fmt(r.get('kernel_canonical_ms'))} | "
             f"{fmt(100 * overhead, 1) + '%' if overhead is not None else '-'}{graph_overhead(r)} | {fmt(r['useful_tflops'], 0)} | "
             f"{fmt(r.get('useful_vs_cudnn_rate'), 2)} | {fmt(r.get('ours_all_blocks_tflops'), 0)} | "
-            f"{fmt(r['cudnn_dense_ms'])} ({fmt(r.get('cudnn_tflops'), 0)}) | {fmt(r.get('flex_ms'))} | "
-            f"{fmt(r.get('speedup_vs_cudnn'))}x | {fmt(r.get('speedup_vs_flex'))}{'x' if r.get('speedup_vs_flex') else ''} | "
+            f"{fmt(r['cudnn_dense_ms'])} ({fmt(r.get('cudnn_tflops'), 0)}) | {xformers_ms}{fmt(r.get('flex_ms'))} | "
+            f"{fmt(r.get('speedup_vs_cudnn'))}x | {vs_xformers}{fmt(r.get('speedup_vs_flex'))}{'x' if r.get('speedup_vs_flex') else ''} | "
             f"{fmt(r.get('rel_l2_err'), 4) if r.get('rel_l2_err') is not None else '-'} |"
         )
+    if xformers:
+        ops, errors = {}, {}  # kernel -> cases, error -> (case, method)s, in record order
+        for r in recs:
+            if r.get("xformers_dense_ms") is not None:
+                ops.setdefault(r.get("xformers_op") or "not reported", {})[r["case"]] = r.get("xformers_vs_cudnn_rel_l2")
+            elif r.get("xformers_error"):
+                errors.setdefault(r["xformers_error"].replace("`", "'"), []).append(f"{r['case']} / {r['method']}")
+        lines.append("")
+        for op, cases in ops.items():
+            checked = [e for e in cases.values() if e is not None]
+            lines.append(f"xformers kernel `{op}`: {', '.join(cases)}"
+                         + (f" (output against cuDNN's: rel L2 <= {max(checked):.1e})." if checked else "."))
+        lines += [f"xformers failed on {', '.join(where)}: {err}" for err, where in errors.items()]
     sweeps = [r for r in recs if r.get("sweep")]
     for r in sweeps:
         lines += ["", f"Kernel configs on {r['case']} / {r['method']}:", "", "| config | ms | useful TFLOP/s |", "|---|---|---|"]

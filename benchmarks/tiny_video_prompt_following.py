@@ -1,14 +1,10 @@
 """Prompt following of the built-in tiny video model on 30 held-out prompts.
 
 The 30 prompts (``procedural_clips.held_out_prompts``) are colour x shape x direction
-combinations that never occur in training. For each generated video:
-
-* object pixels are those with saturation (max - min over RGB) above 0.25: every training
-  background is grayscale and every object colour saturated, so this needs no scene knowledge;
-* dominant colour: majority vote of the object pixels' nearest palette colour;
-* motion: a least-squares line through the per-frame centroids of the object pixels gives the
-  displacement over the clip; it must be at least 4 px long and its nearest of the 8 compass
-  directions (45-degree sectors) must be the prompt's.
+combinations that never occur in training. Each generated video is scored by
+``ditaccel.eval.prompt_following`` (the harness uses the same code): dominant colour of the
+saturated pixels, and the direction of their centroid's least-squares track (>= 4 px, nearest of
+8 compass directions).
 
 The same measurement runs on the procedurally rendered clips of the same prompts as a check of
 the metric itself (it should score 100% there).
@@ -24,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -34,77 +29,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ditaccel.eval.prompt_following import MIN_DISPLACEMENT_PX, SATURATION_THRESHOLD, score  # noqa: E402
 from ditaccel.pipelines.procedural_clips import (  # noqa: E402
-    COLOURS,
-    TRANSLATIONS,
     generate_batch,
     held_out_prompts,
-    seen_prompts,
     parse_prompt,
     render_clips,
+    seen_prompts,
     specs_from_clip_specs,
 )
 from ditaccel.pipelines.tiny_video import DEFAULT_GUIDANCE, DEFAULT_NUM_STEPS, load_tiny_video_pipeline  # noqa: E402
 
-SATURATION_THRESHOLD = 0.25
-MIN_DISPLACEMENT_PX = 4.0
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "tiny_video"
-
-
-def analyse_video(frames: np.ndarray) -> dict:
-    """Dominant colour and centroid motion of the saturated pixels of (F, H, W, 3) floats in [0, 1]."""
-    saturation = frames.max(axis=-1) - frames.min(axis=-1)
-    mask = saturation > SATURATION_THRESHOLD  # (F, H, W)
-    names = list(COLOURS)
-    palette = np.array(list(COLOURS.values()))
-    pixels = frames[mask]
-    if len(pixels) == 0:
-        return {"colour": None, "direction": None, "displacement": [0.0, 0.0], "object_pixels": 0}
-    nearest = np.argmin(((pixels[:, None, :] - palette[None]) ** 2).sum(-1), axis=1)
-    votes = np.bincount(nearest, minlength=len(names))
-    colour = names[int(votes.argmax())]
-
-    ys, xs = np.mgrid[0 : frames.shape[1], 0 : frames.shape[2]]
-    t, cx, cy = [], [], []
-    for f in range(frames.shape[0]):
-        m = mask[f]
-        if m.sum() >= 3:
-            t.append(f)
-            cx.append(xs[m].mean())
-            cy.append(ys[m].mean())
-    direction, displacement = None, [0.0, 0.0]
-    if len(t) >= 2:
-        span = t[-1] - t[0]
-        slope_x = np.polyfit(t, cx, 1)[0]
-        slope_y = np.polyfit(t, cy, 1)[0]
-        displacement = [float(slope_x * (frames.shape[0] - 1)), float(slope_y * (frames.shape[0] - 1))]
-        if span > 0 and math.hypot(*displacement) >= MIN_DISPLACEMENT_PX:
-            direction = nearest_direction(*displacement)
-    return {"colour": colour, "direction": direction, "displacement": displacement, "object_pixels": int(mask.sum()),
-            "colour_votes": {n: int(v) for n, v in zip(names, votes)}}
-
-
-def nearest_direction(dx: float, dy: float) -> str:
-    angle = math.atan2(dy, dx)
-    best = min(TRANSLATIONS, key=lambda k: abs(math.remainder(angle - math.atan2(TRANSLATIONS[k][1], TRANSLATIONS[k][0]), 2 * math.pi)))
-    return best
-
-
-def score(prompts: list[str], videos: list[np.ndarray]) -> tuple[list[dict], dict]:
-    rows = []
-    for prompt, video in zip(prompts, videos):
-        spec = parse_prompt(prompt).objects[0]
-        found = analyse_video(video)
-        rows.append({"prompt": prompt, "want_colour": spec.colour, "want_direction": spec.motion, **found,
-                     "colour_ok": found["colour"] == spec.colour, "motion_ok": found["direction"] == spec.motion})
-    n = len(rows)
-    summary = {
-        "videos": n,
-        "colour_accuracy": sum(r["colour_ok"] for r in rows) / n,
-        "motion_accuracy": sum(r["motion_ok"] for r in rows) / n,
-        "both_accuracy": sum(r["colour_ok"] and r["motion_ok"] for r in rows) / n,
-    }
-    return rows, summary
 
 
 def rendered_reference(prompts: list[str], seed: int = 0) -> list[np.ndarray]:

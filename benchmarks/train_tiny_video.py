@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ditaccel.eval.prompt_following import score  # noqa: E402
 from ditaccel.pipelines.procedural_clips import generate_batch, held_out_prompts, seen_prompts  # noqa: E402
 from ditaccel.pipelines.tiny_video import (  # noqa: E402
     DEFAULT_WEIGHTS_DIR,
@@ -47,7 +48,6 @@ from ditaccel.pipelines.tiny_video import (  # noqa: E402
     encode_prompts,
     flow_shift,
 )
-from tiny_video_prompt_following import score  # noqa: E402  (benchmarks/ is on sys.path)
 
 SHARD_BYTES = 15 * 1024 * 1024
 SAMPLE_PROMPTS = [

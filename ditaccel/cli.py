@@ -6,6 +6,7 @@ Each subcommand is one ``_add_<name>`` function that declares its arguments and 
 
   ditaccel generate --prompt "a red circle moving right"           # built-in tiny model, CPU ok
   ditaccel generate --prompt "a blue square moving up" --method radial --out outputs/blue.mp4
+  ditaccel eval --methods radial,neighborhood,"radial(decay=0.5)" --seeds 0,1 --out eval_out
 """
 
 from __future__ import annotations
@@ -133,7 +134,102 @@ def _add_generate(subparsers) -> None:
     p.set_defaults(handler=_generate)
 
 
-_SUBCOMMANDS = [_add_generate]
+def _eval(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    import torch
+
+    missing = [name for name in ("cv2", "torchmetrics", "matplotlib") if importlib.util.find_spec(name) is None]
+    if missing:
+        return _fail(f"ditaccel eval needs {', '.join(missing)}: pip install 'ditaccel[eval]'")
+    from ditaccel.eval import evaluate
+    from ditaccel.eval.report import aggregate, load_result
+    from ditaccel.method_spec import parse_method_specs
+    from ditaccel.pipelines.loading import UnsupportedPipelineError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        specs = parse_method_specs(args.methods)
+        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    except ValueError as error:
+        return _fail(error)
+    try:
+        evaluate(
+            args.out, [s.text for s in specs], resume=args.resume, progress=not args.quiet, model=args.model,
+            prompts=args.prompts, num_prompts=args.num_prompts, seeds=seeds, steps=args.steps, frames=args.frames,
+            height=args.height, width=args.width, guidance=args.guidance, device=args.device, dtype=args.dtype,
+            dense_backend=args.dense_backend, floor_backend=None if args.no_floor else args.floor_backend,
+            batch_size=args.batch_size, lpips_weights=args.lpips_weights, profile_attention=not args.no_profile,
+            plot_x=args.plot_x,
+        )
+    except (UnsupportedPipelineError, FileNotFoundError, ValueError) as error:
+        return _fail(error)
+    table = aggregate(load_result(args.out))
+    for label, row in table.items():
+        psnr = row["psnr"]["mean"] if row["psnr"] else None
+        compute = row["compute_fraction"]["mean"] if row["compute_fraction"] else None
+        print(f"{label:>28}: " + ", ".join(filter(None, [
+            None if psnr is None else f"PSNR {psnr:.2f} dB",
+            None if compute is None else f"compute {compute:.3f}",
+            None if row["speedup"] is None else f"speed-up {row['speedup']:.2f}x",
+            f"{row['failed']} failed" if row["failed"] else None,
+        ])))
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _fail(error: BaseException | str) -> int:
+    """One line on stderr, exit status 2 (argparse's convention for bad arguments)."""
+    print(f"ditaccel: error: {str(error).splitlines()[0]}", file=sys.stderr)
+    return 2
+
+
+def _add_eval(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="quality vs speed of sparse methods against dense, offline",
+        description="For every prompt x seed: a dense run, a dense run through another SDPA backend (the noise floor) "
+        "and one run per method with the same seed; scores (PSNR, SSIM, LPIPS when weights are found, temporal "
+        "flickering, dynamic degree, motion smoothness, prompt following on the built-in model) and speed (end to "
+        "end, per step, attention share, peak memory, compute fraction). Writes results.json, results.csv, "
+        "pareto.png, frame strips and report.md to --out.",
+    )
+    p.add_argument("--model", default="built-in", help="'built-in' (default) or a local diffusers pipeline directory")
+    p.add_argument("--methods", required=True,
+                   help="comma-separated method specs: presets (radial, neighborhood) or configs with arguments, "
+                   "e.g. 'radial,neighborhood,radial(decay=0.5),neighborhood(window=(8,8,8))'; dense always runs")
+    p.add_argument("--prompts", default="held-out",
+                   help="'held-out' (the built-in model's 30 held-out prompts), a .txt/.json prompt file, or a "
+                   ".safetensors/.pt file of prompt embeddings (default: %(default)s)")
+    p.add_argument("--num-prompts", type=int, default=None, help="use the first N prompts")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
+    p.add_argument("--frames", type=int, default=None, help="frames (default: the pipeline's)")
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the pipeline's)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                   help="default: float32 on CPU, bfloat16 on GPU")
+    p.add_argument("--dense-backend", default=None,
+                   help="diffusers attention backend of the dense reference (e.g. flash, xformers, _native_cudnn); "
+                   "default: the pipeline's own (native SDPA)")
+    p.add_argument("--floor-backend", default="auto",
+                   help="backend of the second dense run (noise floor); auto: _native_efficient on GPU, _native_math on CPU")
+    p.add_argument("--no-floor", action="store_true", help="skip the noise-floor run")
+    p.add_argument("--batch-size", type=int, default=None, help="prompts per pipeline call (default: 32 built-in, 1 otherwise)")
+    p.add_argument("--lpips-weights", default=None, help="converted LPIPS weights (.safetensors); default: searched offline")
+    p.add_argument("--no-profile", action="store_true", help="skip the attention-share profile (one extra generation per method)")
+    p.add_argument("--plot-x", default="auto", choices=("auto", "compute", "speedup"), help="x axis of pareto.png")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="keep finished runs of --out/results.json and run the rest")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_eval)
+
+
+_SUBCOMMANDS = [_add_generate, _add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

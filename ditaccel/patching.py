@@ -35,6 +35,8 @@ _STATE_ATTR = "_ditaccel_patch"
 class LayerHistory:
     dense_steps: set[int] = field(default_factory=set)
     sparse_steps: set[int] = field(default_factory=set)
+    calls: int = 0  # transformer forwards through this layer
+    computed_blocks: float = 0.0  # sum over those forwards of the fraction of blocks computed (dense = 1)
 
 
 class PatchState:
@@ -53,6 +55,7 @@ class PatchState:
         self.runner = SparseAttention(method, backend=backend)
         self.context = StepContext()
         self.history = {layer.index: LayerHistory() for layer in self.layers}
+        self._densities: dict = {}  # grid -> video block density of the method's layout
         self.tile_order_hooks = None
         self.token_order: str | None = None  # how the last sparse forward ordered its video tokens (summary)
         if tile_order and adapter.tile_order_modules is not None:
@@ -80,6 +83,8 @@ class PatchState:
                 layer.module.processor = processor
             history = self.history[layer.index]
             (history.dense_steps if dense else history.sparse_steps).add(ctx.step)
+            history.calls += 1
+            history.computed_blocks += 1.0 if dense else self.block_density(ctx.grid)
         device = argument(args, kwargs, "hidden_states", 0).device
         text_len = self.adapter.text_len(module, args, kwargs) if any_sparse else None
         if text_len is not None:
@@ -87,6 +92,13 @@ class PatchState:
             # a compiled block, layout construction would become part of the graph.
             self.runner.layout(ctx.grid, text_len, device)
         return self._enter_tile_order(module, args, kwargs, device) if any_sparse else None
+
+    def block_density(self, grid) -> float:
+        """Computed video block pairs / all, for the method's layout on ``grid`` (cached per grid)."""
+        key = tuple(grid)
+        if key not in self._densities:
+            self._densities[key] = self.runner.video_layout(key).video_block_density()
+        return self._densities[key]
 
     def _enter_tile_order(self, module, args, kwargs, device):
         """Run this forward's blocks in tile order when the layout's tiling allows it (see
@@ -140,6 +152,14 @@ class Summary:
     rows: list[dict]
     token_order: dict[str, str] = field(default_factory=dict)  # transformer -> video token order of its last sparse forward
 
+    @property
+    def compute_fraction(self) -> float | None:
+        """Attention compute actually spent: computed video blocks over all, averaged over every
+        patched attention call since the patch (or ``reset_summary``), dense calls counting 1.
+        None before the first call."""
+        calls = sum(r["calls"] for r in self.rows)
+        return sum(r["computed_blocks"] for r in self.rows) / calls if calls else None
+
     def __str__(self) -> str:
         lines = [f"{'layer':>5}  {'module':<36} {'method':<13} {'density':>8}  dense steps / sparse steps"]
         for r in self.rows:
@@ -148,6 +168,8 @@ class Summary:
                 f"{r['layer']:>5}  {r['module']:<36} {r['method']:<13} {density:>8}  "
                 f"{_ranges(r['dense_steps'])} / {_ranges(r['sparse_steps'])}"
             )
+        if self.compute_fraction is not None:
+            lines.append(f"attention compute: {self.compute_fraction:.3f} of dense (computed blocks over all, every call)")
         lines += [f"{name}: video tokens in {order}" for name, order in self.token_order.items()]
         return "\n".join(lines)
 
@@ -259,6 +281,8 @@ def summary(target) -> Summary:
                     "grid": grid,
                     "dense_steps": sorted(h.dense_steps),
                     "sparse_steps": sorted(h.sparse_steps),
+                    "calls": h.calls,
+                    "computed_blocks": h.computed_blocks,
                 }
             )
         if state.token_order is not None:

@@ -206,3 +206,69 @@ def test_regional_compile_of_a_patched_model_on_the_reference_backend(cases):
         torch._dynamo.reset()
     assert counters["stats"]["unique_graphs"] == 1
     assert torch.allclose(eager, compiled, atol=1e-5) and torch.equal(compiled, again)
+
+
+def test_an_attention_backend_set_before_patch_stays_the_layers(monkeypatch):
+    """diffusers' set_attention_backend() before patch(): the dense steps keep that backend, the
+    sparse processors' exact fallback runs it too (also under another process-wide backend), a
+    backend set while patched reaches the dense processors, and unpatch() gives back the same
+    processor objects with it, generating bit-identically."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry, attention_backend
+
+    chosen = AttentionBackendName._NATIVE_MATH
+    # set_attention_backend also sets diffusers' process-wide backend: restore it after the test.
+    monkeypatch.setattr(_AttentionBackendRegistry, "_active_backend", _AttentionBackendRegistry._active_backend)
+    calls = []  # (backend, self-attention?) per dispatched attention call
+
+    def recorded(name, run):
+        def call(**kwargs):
+            calls.append((name, kwargs["query"].shape[1] == kwargs["key"].shape[1]))
+            return run(**kwargs)
+
+        return call
+
+    for name, run in list(_AttentionBackendRegistry._backends.items()):
+        monkeypatch.setitem(_AttentionBackendRegistry._backends, name, recorded(name, run))
+
+    case = BUILDERS["wan"]()  # its own pipeline: the backend stays set on its processors
+    transformer = case.pipe.transformer
+    transformer.set_attention_backend(chosen.value)
+    reference = case.generate()
+    processors = {name: m.processor for name, m in transformer.named_modules() if getattr(m, "processor", None) is not None}
+    forwards = []
+    hook = transformer.register_forward_pre_hook(lambda module, args: forwards.append(None))
+    calls.clear()
+    try:
+        with attention_backend("native"):  # another process-wide backend: each layer's own must win
+            handle = ditaccel.patch(case.pipe, ditaccel.Radial(decay=0.3, block_size=64),
+                                    schedule=ditaccel.Schedule(dense_steps=1, dense_layers=1))
+            state = handle.states[0]
+            assert all(state.sparse[i]._attention_backend == chosen for i in state.sparse)
+            patched = case.generate()
+            rows = handle.summary().rows
+            generation_calls = list(calls)
+            # A sparse processor's exact fallback (a mask the sparse path cannot honour).
+            layer = state.layers[1].module
+            hidden = torch.randn(1, 8, layer.inner_dim)
+            with torch.no_grad():
+                state.sparse[1](layer, hidden, attention_mask=torch.ones(1, 1, 8, 8, dtype=torch.bool))
+            assert calls[len(generation_calls):] == [(chosen, True)]
+            # Set while patched (layer 1 holds its sparse processor now): it reaches the dense one.
+            assert layer.processor is state.sparse[1]
+            transformer.set_attention_backend("native")
+            assert state.originals[1]._attention_backend == AttentionBackendName.NATIVE
+            transformer.set_attention_backend(chosen.value)
+            ditaccel.unpatch(case.pipe)
+    finally:
+        hook.remove()
+    steps = case.call_kwargs["num_inference_steps"]
+    per_step = len(forwards) // steps  # CFG: two transformer calls per step
+    dense_self = sum(len(row["dense_steps"]) for row in rows) * per_step
+    assert rows[1]["sparse_steps"] and dense_self > 0
+    assert {name for name, _ in generation_calls} == {chosen}
+    assert sum(self_attention for _, self_attention in generation_calls) == dense_self
+    assert torch.isfinite(patched).all() and not torch.equal(patched, reference)
+    after = {name: m.processor for name, m in transformer.named_modules() if getattr(m, "processor", None) is not None}
+    assert after.keys() == processors.keys() and all(after[name] is processors[name] for name in processors)
+    assert all(p._attention_backend == chosen for p in after.values())
+    assert torch.equal(case.generate(), reference)

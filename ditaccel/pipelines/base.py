@@ -97,7 +97,7 @@ class ModelAdapter:
     def sparse_processor(self, original, layer: AttentionLayer, patch_state) -> object:
         """A processor for ``layer`` that runs the sparse path; ``original`` is the upstream one."""
         require_processor(original, layer, *self.upstream_processors)
-        return self.sparse_processor_class(layer.index, patch_state)
+        return self.sparse_processor_class(layer.index, patch_state, original)
 
 
 def argument(args: tuple, kwargs: dict, name: str, position: int):
@@ -133,18 +133,34 @@ def per_token_timestep_to_tiles(args: tuple, kwargs: dict, position: int, tiling
 class SparseProcessorMixin:
     """Put first in a sparse processor's bases, before the upstream processor class.
 
-    The class attributes must exist: diffusers' ``set_attention_backend`` and ``enable_parallelism``
-    only reach processors that have them (without them context parallelism silently skips the
-    layer). ``layer`` is the index Schedule.dense_layers uses; ``patch_state.attend`` runs the method.
+    ``layer`` is the index Schedule.dense_layers uses; ``patch_state.attend`` runs the method;
+    ``original`` is the layer's upstream processor, which the dense steps run.
+
+    The attention backend is the layer's, so it lives on ``original`` and the twin reads and writes
+    it there: a backend set before patch() (``set_attention_backend("xformers")``) reaches the
+    twin's exact fallback (``super().__call__``), one set while patched reaches the dense steps
+    whichever of the two objects the layer held then, and unpatch() leaves it as last set.
+    ``_parallel_config`` must exist as a class attribute: diffusers' ``enable_parallelism`` only
+    reaches processors that have it (without it context parallelism silently skips the layer).
     """
 
-    _attention_backend = None
     _parallel_config = None
 
-    def __init__(self, layer: int, patch_state) -> None:
+    def __init__(self, layer: int, patch_state, original) -> None:
+        self.original = original  # first: the upstream __init__ may touch _attention_backend
         super().__init__()
         self.layer = layer
         self.patch_state = patch_state
+
+    @property
+    def _attention_backend(self):
+        # AttributeError when the original has none (processors calling SDPA directly): then
+        # set_attention_backend skips the twin as it skips the original.
+        return self.original._attention_backend
+
+    @_attention_backend.setter
+    def _attention_backend(self, backend) -> None:
+        self.original._attention_backend = backend
 
 
 def reject_context_parallel(processor) -> None:

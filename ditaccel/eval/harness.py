@@ -1,0 +1,419 @@
+"""``ditaccel eval``: quality against speed for every method, paired with dense runs.
+
+    from ditaccel.eval import evaluate
+    result = evaluate(out="eval_out", methods=["radial", "neighborhood", "radial(decay=0.5)"],
+                      seeds=(0, 1), steps=20)
+
+For every prompt x seed there is one dense run (the reference: the pipeline's own attention as
+configured, ``dense_backend`` picks another diffusers attention backend) and one run per method
+with the same seed, scheduler and settings; a second dense run through another SDPA backend gives
+the noise floor, the score "identical" reaches on this device and dtype. Decoded frames are scored
+in memory (an mp4 round trip alone costs ~36 dB), quantised to uint8 by rounding. Dense frames are
+kept losslessly (uint8 .npy under ``frames/``) so ``resume`` can score methods added later.
+
+Methods are specs (``ditaccel.method_spec``) resolved through ``ditaccel.patch``. Speed per method:
+one warm-up generation, then every generation timed (CUDA events on GPU), the attention share
+profiled in one extra generation, the peak memory, and the attention compute fraction (computed
+blocks over all, every call). A run that fails is recorded with its error; the others go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..method_spec import MethodSpec, parse_method_spec, parse_method_specs
+from ..pipelines.loading import BUILT_IN, call_arguments, call_parameters, is_built_in, load_pipeline, output_videos
+from . import metrics, prompt_following
+from .lpips import find_lpips_weights, lpips
+from .prompts import HELD_OUT, Prompt, batch_arguments, load_prompts
+from .report import strip_name, write_strip
+from .timing import attention_share, environment, peak_memory_bytes, reset_peak_memory, timed_call, transformers_of
+
+REFERENCE = "dense"
+FLOOR = "noise floor"
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class EvalSettings:
+    """What one evaluation runs. None = the pipeline's own default."""
+
+    methods: list[str]
+    model: str = BUILT_IN
+    prompts: str = HELD_OUT
+    num_prompts: int | None = None
+    seeds: tuple[int, ...] = (0,)
+    steps: int | None = None
+    frames: int | None = None
+    height: int | None = None
+    width: int | None = None
+    guidance: float | None = None
+    device: str | None = None
+    dtype: str | None = None
+    dense_backend: str | None = None
+    floor_backend: str | None = "auto"  # None: no noise floor
+    batch_size: int | None = None
+    lpips_weights: str | None = None
+    profile_attention: bool = True
+    plot_x: str = "auto"  # pareto.png's x axis: "compute", "speedup" or auto (compute on the built-in model or a CPU)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.methods, str):
+            self.methods = [s.text for s in parse_method_specs(self.methods)]
+        self.seeds = tuple(int(s) for s in self.seeds)
+        if not self.seeds:
+            raise ValueError("seeds: give at least one seed")
+        for name in ("num_prompts", "steps", "frames", "height", "width", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        if self.plot_x not in ("auto", "compute", "speedup"):
+            raise ValueError(f"plot_x must be auto, compute or speedup, got {self.plot_x!r}")
+        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+
+@dataclass
+class EvalResult:
+    settings: dict
+    environment: dict
+    runs: list[dict] = field(default_factory=list)
+    methods: dict = field(default_factory=dict)  # spec -> per-method facts (config, speed profile, errors)
+    out: Path | None = None
+
+    def to_json(self) -> dict:
+        return {"settings": self.settings, "environment": self.environment, "methods": self.methods, "runs": self.runs}
+
+
+def evaluate(out: str | Path, methods, *, resume: bool = False, progress: bool = True, **settings) -> EvalResult:
+    """Run the evaluation and write ``out``/results.json, results.csv, pareto.png, report.md and
+    frame strips. ``methods``: specs (list, or one comma-separated string); ``settings``: the
+    fields of ``EvalSettings``. ``resume``: keep the finished runs of ``out``/results.json."""
+    from .report import write_report
+
+    settings = EvalSettings(methods=methods, **settings)
+    specs = [parse_method_spec(m) for m in settings.methods]
+    specs = [s for s in specs if not s.is_dense]  # dense is always run: it is the reference
+    if len({s.text for s in specs}) != len(specs):
+        raise ValueError("methods: a method is listed twice")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = _Evaluation(settings, specs, out, resume, progress).run()
+    write_report(result, out)
+    return result
+
+
+class _Evaluation:
+    def __init__(self, settings: EvalSettings, specs: list[MethodSpec], out: Path, resume: bool, progress: bool):
+        self.settings, self.specs, self.out, self.progress = settings, specs, out, progress
+        device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, settings.dtype) if settings.dtype else None
+        self.pipe = load_pipeline(settings.model, device=self.device, dtype=self.dtype)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.dtype = transformers_of(self.pipe)[0].dtype
+        prompts = load_prompts(settings.prompts)
+        self.prompts: list[Prompt] = prompts[: settings.num_prompts] if settings.num_prompts else prompts
+        self.built_in = is_built_in(settings.model)
+        self.call = call_arguments(self.pipe, steps=settings.steps, guidance=settings.guidance,
+                                   frames=settings.frames, height=settings.height, width=settings.width)
+        self.steps = self.call.get("num_inference_steps") or _default(self.pipe, "num_inference_steps")
+        guidance = self.call.get("guidance_scale", _default(self.pipe, "guidance_scale"))
+        self.guided = guidance is not None and guidance > 1.0
+        self.accepted = call_parameters(self.pipe)
+        batch = settings.batch_size or (min(len(self.prompts), 32) if self.built_in else 1)
+        self.batches = [list(range(i, min(i + batch, len(self.prompts)))) for i in range(0, len(self.prompts), batch)]
+        if settings.dense_backend:
+            for transformer in transformers_of(self.pipe):
+                transformer.set_attention_backend(settings.dense_backend)
+        self.floor_backend = _floor_backend(settings.floor_backend, settings.dense_backend, self.device)
+        self.lpips_info = find_lpips_weights(settings.lpips_weights)
+        self.result = EvalResult(
+            settings={**dataclasses.asdict(settings), "steps": self.steps, "guidance": guidance, "batch_size": batch,
+                      "prompt_texts": [p.text for p in self.prompts], "floor_backend": self.floor_backend,
+                      "frames_scored": "in memory, rounded to uint8",
+                      "lpips_weights": None if self.lpips_info is None else self.lpips_info.as_dict()},
+            environment=environment(self.device, self.dtype), out=out,
+        )
+        self.done: set[tuple[str, int, int]] = set()
+        if resume and (out / RESULTS_FILE).is_file():
+            previous = json.loads((out / RESULTS_FILE).read_text())
+            self.result.methods = previous.get("methods", {})
+            for run in previous.get("runs", []):
+                if run["status"] == "ok" and run["prompt_index"] < len(self.prompts):
+                    self.result.runs.append(run)
+                    self.done.add((run["method"], run["prompt_index"], run["seed"]))
+        self.dense: dict[tuple[int, int], np.ndarray] = {}
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> EvalResult:
+        from tqdm.auto import tqdm
+
+        labels = [REFERENCE] + ([FLOOR] if self.floor_backend else []) + [s.text for s in self.specs]
+        videos = len(self.prompts) * len(self.settings.seeds)
+        todo = sum(videos - sum(1 for p in range(len(self.prompts)) for s in self.settings.seeds
+                                if (label, p, s) in self.done) for label in labels)
+        self.bar = tqdm(total=todo, desc="eval", unit="video", disable=not self.progress)
+        try:
+            self._run_reference()
+            if self.floor_backend:
+                self._run_floor()
+            for spec in self.specs:
+                self._run_method(spec)
+        finally:
+            self.bar.close()
+        self._save()
+        return self.result
+
+    def _pending(self, label: str):
+        """(seed, prompt indices) batches with a video not yet done for ``label``."""
+        for seed in self.settings.seeds:
+            for batch in self.batches:
+                if any((label, p, seed) not in self.done for p in batch):
+                    yield seed, batch
+
+    def _run_reference(self) -> None:
+        frames_dir = self.out / "frames" / "dense"
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        # Dense frames of finished runs come from disk; a batch with a missing file runs again.
+        pending = []
+        for seed in self.settings.seeds:
+            for batch in self.batches:
+                missing = False
+                for p in batch:
+                    path = frames_dir / _frames_name(p, seed)
+                    if (REFERENCE, p, seed) in self.done and path.is_file():
+                        self.dense[(p, seed)] = np.load(path)
+                    else:
+                        self.done.discard((REFERENCE, p, seed))
+                        missing = True
+                if missing:
+                    pending.append((seed, batch))
+        info = self.result.methods.setdefault(REFERENCE, {"role": "reference", "backend": self.settings.dense_backend or "diffusers default (native SDPA)"})
+        if not pending:
+            return
+        reset_peak_memory(self.device)
+        self._warm_up(pending[0])
+        for seed, batch in pending:
+            videos, speed = self._generate(batch, seed)
+            for p, video in zip(batch, videos):
+                frames = metrics.to_uint8(video)
+                np.save(frames_dir / _frames_name(p, seed), frames)
+                self.dense[(p, seed)] = frames
+                self._record(REFERENCE, "reference", p, seed, video, None, speed, compute_fraction=1.0)
+            self._save()
+        info["peak_memory_bytes"] = peak_memory_bytes(self.device)
+        if self.settings.profile_attention:
+            info["attention_share"] = self._attention_share(pending[0])
+
+    def _run_floor(self) -> None:
+        pending = list(self._pending(FLOOR))
+        self.result.methods.setdefault(FLOOR, {"role": "floor", "backend": self.floor_backend,
+                                               "what": f"dense through {self.floor_backend} against dense"})
+        if not pending:
+            return
+        try:
+            with _attention_backend(self.pipe, self.floor_backend):
+                for seed, batch in pending:
+                    videos, speed = self._generate(batch, seed)
+                    for p, video in zip(batch, videos):
+                        self._record(FLOOR, "floor", p, seed, video, self.dense[(p, seed)], speed, compute_fraction=1.0)
+                    self._save()
+        except Exception as error:  # noqa: BLE001  (recorded; the evaluation goes on)
+            self._fail_all(FLOOR, "floor", pending, error)
+
+    def _run_method(self, spec: MethodSpec) -> None:
+        import ditaccel
+
+        pending = list(self._pending(spec.text))
+        info = self.result.methods.setdefault(spec.text, {"role": "method"})
+        if not pending:
+            return
+        try:
+            handle = ditaccel.patch(self.pipe, **spec.patch_arguments())
+        except Exception as error:  # noqa: BLE001
+            info["error"] = _one_line(error)
+            self._fail_all(spec.text, "method", pending, error)
+            return
+        # What the spec resolved to on this model (a preset's config and schedule).
+        info.update(config=repr(handle.states[0].method), schedule=repr(handle.states[0].schedule))
+        try:
+            reset_peak_memory(self.device)
+            self._warm_up(pending[0])
+            for seed, batch in pending:
+                try:
+                    handle.reset_summary()
+                    videos, speed = self._generate(batch, seed)
+                    fraction = handle.summary().compute_fraction
+                except Exception as error:  # noqa: BLE001
+                    self._fail_all(spec.text, "method", [(seed, batch)], error)
+                    continue
+                for p, video in zip(batch, videos):
+                    self._record(spec.text, "method", p, seed, video, self.dense[(p, seed)], speed, fraction)
+                self._save()
+            info["peak_memory_bytes"] = peak_memory_bytes(self.device)
+            handle.reset_summary()
+            if self.settings.profile_attention:
+                info["attention_share"] = self._attention_share(pending[0])
+            info["summary"] = str(handle.summary())
+        except Exception as error:  # noqa: BLE001  (warm-up or profiling failed)
+            info["error"] = _one_line(error)
+            self._fail_all(spec.text, "method", [b for b in pending if not self._finished(spec.text, b)], error)
+        finally:
+            handle.unpatch()
+
+    # -- one generation ---------------------------------------------------------------------
+    def _arguments(self, batch: list[int], seed: int, steps: int | None = None) -> dict:
+        prompts = [self.prompts[p] for p in batch]
+        arguments = {**self.call, **batch_arguments(prompts, self.accepted, guided=self.guided)}
+        if steps is not None:
+            arguments["num_inference_steps"] = steps
+        # One generator per video, seeded alike: a video's noise does not depend on its batch.
+        arguments["generator"] = [torch.Generator().manual_seed(seed) for _ in batch]
+        return arguments
+
+    def _generate(self, batch: list[int], seed: int):
+        output, speed = timed_call(self.pipe, self.steps, **self._arguments(batch, seed))
+        videos = output_videos(output)
+        speed.update(batch_size=len(batch), seconds_per_video=speed["end_to_end_s"] / len(batch))
+        return videos, speed
+
+    def _warm_up(self, first: tuple[int, list[int]]) -> None:
+        """One short generation: kernels compile and layouts are built outside the timed runs."""
+        seed, batch = first
+        self.pipe(**self._arguments(batch, seed, steps=min(2, self.steps or 2)))
+
+    def _attention_share(self, first: tuple[int, list[int]]) -> float | None:
+        from ..pipelines import adapter_for
+
+        seed, batch = first
+        modules = [layer.module for t in transformers_of(self.pipe) for layer in adapter_for(t).attention_layers(t)]
+        try:
+            return attention_share(self.pipe, modules, **self._arguments(batch, seed))
+        except Exception:  # noqa: BLE001  (a profile is optional; the timed runs stand)
+            logging.getLogger(__name__).warning("attention profile failed:\n%s", traceback.format_exc())
+            return None
+
+    # -- records ----------------------------------------------------------------------------
+    def _record(self, label, role, p, seed, video, reference, speed, compute_fraction) -> None:
+        """Score one video (and against ``reference``, dense uint8 frames, when given) and keep the run."""
+        frames = metrics.to_uint8(video)
+        scored = frames.astype(np.float32) / 255.0  # exactly the uint8 frames, as the metrics take them
+        moving = len(frames) > 1
+        motion = metrics.dynamic_degree_details(scored) if moving else None
+        quality = {
+            "temporal_flickering": metrics.temporal_flickering(scored) if moving else None,
+            "dynamic_degree": motion.motion if moving else None,
+            "dynamic": motion.is_dynamic if moving else None,
+            "motion_smoothness": metrics.motion_smoothness(scored) if len(frames) > 2 else None,
+        }
+        if reference is not None:
+            dense = reference.astype(np.float32) / 255.0
+            quality.update(
+                psnr=metrics.psnr(scored, dense), ssim=metrics.ssim(scored, dense),
+                lpips=lpips(scored, dense, weights=self.settings.lpips_weights, device=self.device)
+                if self.lpips_info is not None else None,
+            )
+        if self.built_in and self.prompts[p].is_text:
+            followed = prompt_following.follow_prompt(self.prompts[p].text, video)
+            if followed is not None:
+                quality.update(colour_ok=followed["colour_ok"], motion_ok=followed["motion_ok"])
+        if role == "method" and (p, seed) == (0, self.settings.seeds[0]):
+            write_strip(self.out / strip_name(label), reference, frames)
+        self.result.runs = [r for r in self.result.runs if (r["method"], r["prompt_index"], r["seed"]) != (label, p, seed)]
+        self.result.runs.append({"method": label, "role": role, "prompt_index": p, "prompt": self.prompts[p].text,
+                                 "seed": seed, "status": "ok", "error": None, "quality": quality, "speed": speed,
+                                 "compute_fraction": compute_fraction})
+        self.done.add((label, p, seed))
+        self.bar.update(1)
+
+    def _fail_all(self, label, role, batches, error) -> None:
+        message = _one_line(error)
+        logging.getLogger(__name__).warning("%s failed: %s", label, message)
+        for seed, batch in batches:
+            for p in batch:
+                if (label, p, seed) in self.done:
+                    continue
+                self.result.runs = [r for r in self.result.runs
+                                    if (r["method"], r["prompt_index"], r["seed"]) != (label, p, seed)]
+                self.result.runs.append({"method": label, "role": role, "prompt_index": p, "prompt": self.prompts[p].text,
+                                         "seed": seed, "status": "failed", "error": message, "quality": {},
+                                         "speed": {}, "compute_fraction": None})
+                self.bar.update(1)
+        self._save()
+
+    def _finished(self, label: str, batch: tuple[int, list[int]]) -> bool:
+        seed, prompts = batch
+        return all((label, p, seed) in self.done for p in prompts)
+
+    def _save(self) -> None:
+        path = self.out / RESULTS_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.result.to_json(), indent=1, default=_json_default))
+        tmp.replace(path)
+
+
+def _frames_name(prompt_index: int, seed: int) -> str:
+    return f"p{prompt_index:03d}_s{seed}.npy"
+
+
+def _default(pipe, name: str):
+    import inspect
+
+    parameter = inspect.signature(type(pipe).__call__).parameters.get(name)
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
+
+def _floor_backend(choice: str | None, dense_backend: str | None, device: torch.device) -> str | None:
+    """Another SDPA path than the reference's: on a GPU the memory-efficient kernel (or math when
+    that is the reference), on a CPU the math path."""
+    if choice != "auto":
+        return choice
+    if device.type != "cuda":
+        return "_native_math"
+    return "_native_math" if dense_backend == "_native_efficient" else "_native_efficient"
+
+
+@contextlib.contextmanager
+def _attention_backend(pipe, backend: str):
+    """Every attention processor of the pipeline's transformers on ``backend`` for a while.
+    diffusers' set_attention_backend also changes its process-wide default backend (which
+    processors without one of their own use): both are put back afterwards."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    active = _AttentionBackendRegistry._active_backend
+    saved = [(processor, processor._attention_backend) for transformer in transformers_of(pipe)
+             for module in transformer.modules()
+             if (processor := getattr(module, "processor", None)) is not None and hasattr(processor, "_attention_backend")]
+    try:
+        for transformer in transformers_of(pipe):
+            transformer.set_attention_backend(backend)
+        yield
+    finally:
+        for processor, previous in saved:
+            processor._attention_backend = previous
+        _AttentionBackendRegistry._active_backend = active
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (tuple, set, Path)):
+        return list(value) if not isinstance(value, Path) else str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

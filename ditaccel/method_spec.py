@@ -1,0 +1,133 @@
+"""Method specs as written on a command line: ``dense``, a preset name, or a config with arguments.
+
+    dense                                  no patch: the pipeline's own attention
+    radial                                 the "radial" preset (per model family)
+    radial(decay=0.5)                      ditaccel.Radial(decay=0.5), preset values for unset fields
+    neighborhood(window=(8,8,8), stride=2) ditaccel.Neighborhood(...)
+    radial(decay=0.5, dense_steps=0.3)     Schedule fields go to the schedule
+
+Every spec resolves to the arguments of ``ditaccel.patch``, so the harness, ``generate`` and the
+demo accept whatever ``patch`` accepts: a method added to ``METHOD_CONFIGS`` is usable everywhere
+with no change to them. Values are Python literals (numbers, tuples, strings, True/False/None).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from dataclasses import dataclass, field
+
+from .plugins.neighborhood import Neighborhood
+from .plugins.radial import Radial
+from .presets import PRESETS
+from .schedule import Schedule
+
+# Lower-case name -> config class. A new method registers its config here.
+METHOD_CONFIGS: dict[str, type] = {"radial": Radial, "neighborhood": Neighborhood}
+DENSE = "dense"
+_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A parsed spec: ``text`` as written, ``method`` for ``patch`` (a preset name or a config;
+    None = dense) and ``schedule`` (None = the preset's)."""
+
+    text: str
+    method: object = None
+    schedule: Schedule | None = None
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def is_dense(self) -> bool:
+        return self.method is None
+
+    def patch_arguments(self) -> dict:
+        """Keyword arguments for ``ditaccel.patch`` after the pipeline."""
+        arguments = {"method": self.method}
+        if self.schedule is not None:
+            arguments["schedule"] = self.schedule
+        return arguments
+
+
+def allowed_specs() -> str:
+    return (f"'{DENSE}', a preset ({', '.join(sorted(PRESETS))}) or a config with keyword arguments "
+            f"({', '.join(f'{name}(...)' for name in sorted(METHOD_CONFIGS))})")
+
+
+def parse_method_spec(text: str) -> MethodSpec:
+    """Parse one spec; raises ValueError naming what is wrong and what is allowed."""
+    if not isinstance(text, str):
+        raise TypeError(f"method spec must be a string, got {type(text).__name__}")
+    match = _SPEC.match(text)
+    if match is None:
+        raise ValueError(f"method spec {text!r} is not NAME or NAME(key=value, ...); use {allowed_specs()}")
+    name, body = match.group(1).lower(), match.group(2)
+    if body is None:
+        if name == DENSE:
+            return MethodSpec(text.strip())
+        if name not in PRESETS:
+            raise ValueError(f"unknown method {name!r} in spec {text!r}; use {allowed_specs()}")
+        return MethodSpec(text.strip(), method=name)
+    if name not in METHOD_CONFIGS:
+        raise ValueError(f"unknown method {name!r} in spec {text!r}; configs take arguments: "
+                         f"{', '.join(sorted(METHOD_CONFIGS))}")
+    parameters = _keyword_arguments(body, text)
+    config_class = METHOD_CONFIGS[name]
+    config_fields = {f.name for f in dataclasses.fields(config_class)}
+    schedule_fields = {f.name for f in dataclasses.fields(Schedule)}
+    unknown = sorted(set(parameters) - config_fields - schedule_fields)
+    if unknown:
+        raise ValueError(f"{name}() has no parameter {', '.join(map(repr, unknown))} in spec {text!r}; "
+                         f"allowed: {', '.join(sorted(config_fields))} (method), "
+                         f"{', '.join(sorted(schedule_fields))} (schedule)")
+    method = config_class(**{k: v for k, v in parameters.items() if k in config_fields})
+    schedule_args = {k: v for k, v in parameters.items() if k in schedule_fields}
+    schedule = Schedule(**schedule_args) if schedule_args else None
+    return MethodSpec(text.strip(), method=method, schedule=schedule, parameters=parameters)
+
+
+def parse_method_specs(text: str) -> list[MethodSpec]:
+    """A comma-separated list of specs; commas inside parentheses belong to a spec."""
+    specs, depth, start = [], 0, 0
+    for i, char in enumerate(text + ","):
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            part = text[start:i].strip()
+            if part:
+                specs.append(parse_method_spec(part))
+            start = i + 1
+    if depth != 0:
+        raise ValueError(f"unbalanced parentheses in method list {text!r}")
+    if not specs:
+        raise ValueError(f"no method in {text!r}; use {allowed_specs()}")
+    seen = set()
+    for spec in specs:
+        if spec.text in seen:
+            raise ValueError(f"method {spec.text!r} is listed twice")
+        seen.add(spec.text)
+    return specs
+
+
+def _keyword_arguments(body: str, text: str) -> dict:
+    try:
+        call = ast.parse(f"f({body})", mode="eval").body
+    except SyntaxError as error:
+        raise ValueError(f"cannot parse the arguments of spec {text!r}: {error.msg}") from None
+    if call.args:
+        raise ValueError(f"spec {text!r}: write arguments as key=value (positional arguments are not accepted)")
+    parameters = {}
+    for keyword in call.keywords:
+        if keyword.arg is None:
+            raise ValueError(f"spec {text!r}: ** is not accepted")
+        try:
+            value = ast.literal_eval(keyword.value)
+        except ValueError:
+            raise ValueError(f"spec {text!r}: the value of {keyword.arg} must be a literal "
+                             f"(number, tuple, string, True/False/None)") from None
+        parameters[keyword.arg] = tuple(value) if isinstance(value, list) else value
+    return parameters
