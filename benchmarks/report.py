@@ -92,13 +92,15 @@ def attention_section(path: str) -> list[str]:
             if r.get("xformers_dense_ms") is not None:
                 ops.setdefault(r.get("xformers_op") or "not reported", {})[r["case"]] = r.get("xformers_vs_cudnn_rel_l2")
             elif r.get("xformers_error"):
-                errors.setdefault(r["xformers_error"].replace("`", "'"), []).append(f"{r['case']} / {r['method']}")
+                # First line only: xformers lists every input and every refused kernel after it.
+                error = r["xformers_error"].replace("`", "'").splitlines()[0].strip()
+                errors.setdefault(error, []).append(r["case"])
         lines.append("")
         for op, cases in ops.items():
             checked = [e for e in cases.values() if e is not None]
             lines.append(f"xformers kernel `{op}`: {', '.join(cases)}"
                          + (f" (output against cuDNN's: rel L2 <= {max(checked):.1e})." if checked else "."))
-        lines += [f"xformers failed on {', '.join(where)}: {err}" for err, where in errors.items()]
+        lines += [f"xformers failed on {', '.join(dict.fromkeys(where))}: {err}" for err, where in errors.items()]
     sweeps = [r for r in recs if r.get("sweep")]
     for r in sweeps:
         lines += ["", f"Kernel configs on {r['case']} / {r['method']}:", "", "| config | ms | useful TFLOP/s |", "|---|---|---|"]

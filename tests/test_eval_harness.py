@@ -204,3 +204,45 @@ def test_prompt_following_lives_in_the_library_and_scores_rendered_clips_perfect
 
 def test_environment_is_offline():
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_prompt_files_text_json_and_embeddings(tmp_path):
+    from safetensors.torch import save_file
+
+    from ditaccel.eval.prompts import batch_arguments, load_prompts
+
+    (tmp_path / "p.txt").write_text("# comment\na red circle moving right\n\na blue square moving up\n")
+    (tmp_path / "p.json").write_text(json.dumps(["one", "two", "three"]))
+    assert [p.text for p in load_prompts(tmp_path / "p.txt")] == ["a red circle moving right", "a blue square moving up"]
+    assert len(load_prompts(tmp_path / "p.json")) == 3 and len(load_prompts("held-out")) == 30
+    save_file({"prompt_embeds": torch.randn(3, 4, 8)}, tmp_path / "e.safetensors")
+    prompts = load_prompts(tmp_path / "e.safetensors")
+    assert [p.text for p in prompts] == ["embedding 0", "embedding 1", "embedding 2"]
+    args = batch_arguments(prompts[:2], {"prompt_embeds", "negative_prompt_embeds"}, guided=False)
+    assert args["prompt_embeds"].shape == (2, 4, 8)
+    with pytest.raises(ValueError, match="negative_prompt_embeds.*--guidance 1"):
+        batch_arguments(prompts[:2], {"prompt_embeds", "negative_prompt_embeds"}, guided=True)
+    (tmp_path / "bad.json").write_text(json.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="list of strings"):
+        load_prompts(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="--prompts"):
+        load_prompts(tmp_path / "missing.txt")
+    save_file({"other": torch.randn(2, 3)}, tmp_path / "noembeds.safetensors")
+    with pytest.raises(ValueError, match="prompt_embeds"):
+        load_prompts(tmp_path / "noembeds.safetensors")
+
+
+def test_the_noise_floor_backend_is_put_back(tmp_path):
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+    from tiny_pipelines import build_wan
+
+    from ditaccel.eval.harness import _attention_backend
+
+    case = build_wan()
+    processors = [m.processor for m in case.pipe.transformer.modules() if hasattr(getattr(m, "processor", None), "_attention_backend")]
+    before = [p._attention_backend for p in processors]
+    active = _AttentionBackendRegistry._active_backend
+    with _attention_backend(case.pipe, "_native_math"):
+        assert all(str(p._attention_backend.value) == "_native_math" for p in processors)
+    assert [p._attention_backend for p in processors] == before
+    assert _AttentionBackendRegistry._active_backend == active

@@ -51,6 +51,21 @@ def test_neighborhood_matches_definition(grid, window, stride, dilation, causal,
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("grid", [(1, 8, 12), (6, 8, 8), (16, 16, 16)])
+def test_a_fractional_window_caps_the_stride(grid):
+    # The neighbourhood preset's shape: stride 2 on a one-frame grid (window 1) is stride 1 in time.
+    method = Neighborhood(window=(0.25, 0.75, 0.75), stride=2, block_size=64)
+    window = method.resolve_window(grid)
+    stride = tuple(min(2, w) for w in window)
+    assert method.resolve_stride(grid) == stride
+    q, k, v = random_qkv(1, math.prod(grid))
+    out = SparseAttention(method, backend="reference")(q, k, v, grid)
+    expected = sdpa_with_mask(q, k, v, torch.from_numpy(neighborhood_mask(grid, window, stride)))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="stride"):  # an int window keeps the strict check
+        Neighborhood(window=(1, 6, 6), stride=2)
+
+
 def test_perfectly_block_sparse_neighborhood_has_no_partial_blocks():
     # Stride groups (4,8,8) are whole tiles and every window starts on a tile edge
     # (leader - floor(w/2) = 4g+2-2, 8g+4-12): every block pair is whole.

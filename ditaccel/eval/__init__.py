@@ -5,7 +5,19 @@
     metrics.psnr(video_a, video_b)
 """
 
-from . import metrics
-from .harness import EvalResult, EvalSettings, evaluate
+import importlib
+
+# Loaded on first use: the submodules import OpenCV and matplotlib, and `python -m
+# ditaccel.eval.lpips` must not find its own module imported already.
+_LAZY = {"EvalResult": "harness", "EvalSettings": "harness", "evaluate": "harness", "metrics": None}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _LAZY[name] is None:
+        return importlib.import_module(f"{__name__}.{name}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+
 
 __all__ = ["EvalResult", "EvalSettings", "evaluate", "metrics"]

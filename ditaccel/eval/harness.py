@@ -175,11 +175,17 @@ class _Evaluation:
         return self.result
 
     def _pending(self, label: str):
-        """(seed, prompt indices) batches with a video not yet done for ``label``."""
+        """(seed, prompt indices) batches with a video not yet done for ``label``; batches whose
+        dense reference failed are recorded as failed here."""
         for seed in self.settings.seeds:
             for batch in self.batches:
-                if any((label, p, seed) not in self.done for p in batch):
-                    yield seed, batch
+                if all((label, p, seed) in self.done for p in batch):
+                    continue
+                if label != REFERENCE and any((p, seed) not in self.dense for p in batch):
+                    role = "floor" if label == FLOOR else "method"
+                    self._fail_all(label, role, [(seed, batch)], RuntimeError("no dense reference: the dense run failed"))
+                    continue
+                yield seed, batch
 
     def _run_reference(self) -> None:
         frames_dir = self.out / "frames" / "dense"
@@ -204,7 +210,11 @@ class _Evaluation:
         reset_peak_memory(self.device)
         self._warm_up(pending[0])
         for seed, batch in pending:
-            videos, speed = self._generate(batch, seed)
+            try:
+                videos, speed = self._generate(batch, seed)
+            except Exception as error:  # noqa: BLE001  (these prompts get no method runs either)
+                self._fail_all(REFERENCE, "reference", [(seed, batch)], error)
+                continue
             for p, video in zip(batch, videos):
                 frames = metrics.to_uint8(video)
                 np.save(frames_dir / _frames_name(p, seed), frames)

@@ -31,6 +31,8 @@ import cv2
 import numpy as np
 import torch
 
+from .lpips import lpips  # LPIPS-AlexNet with weights found offline: its own module (weights, network, CLI)
+
 __all__ = [
     "PROXY_NOTES",
     "PSNR_CAP_DB",
@@ -38,6 +40,7 @@ __all__ = [
     "dynamic_degree",
     "dynamic_degree_details",
     "is_dynamic",
+    "lpips",
     "motion_smoothness",
     "mse_per_frame",
     "psnr",

@@ -111,13 +111,18 @@ def plot_pareto(data: dict, table: dict, path: Path, metric: str = "psnr") -> Pa
         points.append((label, x, row[metric]["mean"]))
         errors[label] = row[metric]["ci95"]
     front = set(pareto_front(points, lower_x_better=axis == "compute"))
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    for label, x, y in points:
+    # Points carry numbers; the legend on the right says which method each is (spec texts are long).
+    fig, (ax, key) = plt.subplots(1, 2, figsize=(12, 5.5), gridspec_kw={"width_ratios": [2.2, 1]})
+    for number, (label, x, y) in enumerate(points, 1):
         low, high = errors[label]
         on_front = label in front
         ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o" if on_front else "s", ms=7 if on_front else 5,
                     color="tab:red" if on_front else "tab:blue", capsize=3, alpha=1.0 if on_front else 0.7)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.annotate(str(number), (x, y), textcoords="offset points", xytext=(5, 3), fontsize=8)
+    key.axis("off")
+    listing = "\n".join(f"{n:>2}  {label}{'  *' if label in front else ''}" for n, (label, _, _) in enumerate(points, 1))
+    key.text(0.0, 1.0, listing + "\n\n*  on the Pareto front", va="top", ha="left", family="monospace", fontsize=7.5,
+             transform=key.transAxes)
     if front:
         line = sorted(((x, y) for label, x, y in points if label in front), key=lambda p: p[0])
         ax.plot([p[0] for p in line], [p[1] for p in line], "--", color="tab:red", lw=1, label="Pareto front")
@@ -142,8 +147,8 @@ def plot_pareto(data: dict, table: dict, path: Path, metric: str = "psnr") -> Pa
     ax.set_xlabel("attention compute fraction (computed blocks / all, every call)" if axis == "compute"
                   else "speed-up over dense (end to end, same run)")
     ax.set_ylabel(f"{metric.upper()} vs dense" + (" (dB)" if metric == "psnr" else ""))
-    if axis == "compute":
-        ax.set_xlim(0, 1.05)
+    if axis == "compute" and points:
+        ax.set_xlim(max(0.0, min(x for _, x, _ in points) - 0.08), 1.02)
     env = data["environment"]
     ax.set_title(f"{data['settings']['model']} on {env['device']} ({env['dtype']}), "
                  f"{table.get('dense', {}).get('runs', 0)} prompt x seed pairs", fontsize=9)

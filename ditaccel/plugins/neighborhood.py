@@ -40,7 +40,9 @@ class Neighborhood:
             fraction of that grid dimension (rounded, at least 1), handy for presets that must
             fit any resolution.
         stride: queries per dimension that share one window (1 = sliding window, = window:
-            blocked attention). Must be <= window.
+            blocked attention). Must be <= window; where the window is a fraction of the grid,
+            the stride is capped at the window it resolves to (a preset's stride 2 on a one-frame
+            image is stride 1 in time).
         dilation: interleaved groups per dimension; window * dilation must be <= grid size.
         causal: per-dimension causality (keys at or before the query only).
         tile: token tile (t, h, w) holding block_size tokens; None picks one that divides the
@@ -83,20 +85,25 @@ class Neighborhood:
                     f"window*dilation must be <= the grid size in every dimension: window={window}, "
                     f"dilation={self.dilation}, grid (T', H', W')={tuple(grid)} (dimension {d})"
                 )
-            if self.stride[d] > window[d]:
+            if self.stride[d] > window[d] and not isinstance(self.window[d], float):
                 raise ValueError(f"stride={self.stride} must be <= window={window} (dimension {d})")
         return window
+
+    def resolve_stride(self, grid: Grid) -> Triple:
+        """The stride on ``grid``: capped at the window where the window is a fraction."""
+        window = self.resolve_window(grid)
+        return tuple(min(s, w) if isinstance(f, float) else s for s, w, f in zip(self.stride, window, self.window))
 
     def choose_tile(self, grid: Grid) -> Triple:
         if self.tile is not None:
             return self.tile
         sub = tuple(-(-grid[d] // self.dilation[d]) for d in range(3))
-        return default_tile(sub, self.block_size, align=self.stride)
+        return default_tile(sub, self.block_size, align=self.resolve_stride(grid))
 
     def build_layout(self, grid: Grid, device: torch.device | str | None = None) -> BlockLayout:
         window = self.resolve_window(grid)
         tiling = build_tiling(grid, self.choose_tile(grid), self.block_size, self.dilation)
-        q_lo, q_hi = neighborhood_boxes(tiling, window, self.stride, self.causal)
+        q_lo, q_hi = neighborhood_boxes(tiling, window, self.resolve_stride(grid), self.causal)
         # Windows slide monotonically with stride <= window: the per-dimension block test is exact.
         return layout_from_boxes(q_lo, q_hi, tiling, device=device, separable=True)
 
