@@ -246,3 +246,14 @@ def test_the_noise_floor_backend_is_put_back(tmp_path):
         assert all(str(p._attention_backend.value) == "_native_math" for p in processors)
     assert [p._attention_backend for p in processors] == before
     assert _AttentionBackendRegistry._active_backend == active
+
+
+def test_resume_with_other_settings_is_refused(built_in_eval, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "other"
+    shutil.copytree(built_in_eval, out)
+    args = [a if a != "8" else "6" for a in SMALL]  # --steps 8 -> 6 (and --frames 8 -> 6)
+    assert cli_main(["eval", "--methods", "radial", "--out", str(out), "--resume", *args]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "steps 8 -> 6" in err

@@ -147,6 +147,7 @@ class _Evaluation:
         self.done: set[tuple[str, int, int]] = set()
         if resume and (out / RESULTS_FILE).is_file():
             previous = json.loads((out / RESULTS_FILE).read_text())
+            _check_resumable(previous, self.result)
             self.result.methods = previous.get("methods", {})
             for run in previous.get("runs", []):
                 if run["status"] == "ok" and run["prompt_index"] < len(self.prompts):
@@ -370,6 +371,25 @@ class _Evaluation:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.result.to_json(), indent=1, default=_json_default))
         tmp.replace(path)
+
+
+# Settings that change what a run produces: resuming with other values would mix two evaluations.
+_RESUME_KEYS = ("model", "steps", "frames", "height", "width", "guidance", "dense_backend", "floor_backend")
+
+
+def _check_resumable(previous: dict, current: EvalResult) -> None:
+    before, now = previous.get("settings", {}), current.settings
+    differ = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in _RESUME_KEYS if before.get(k) != now.get(k)]
+    old_env, new_env = previous.get("environment", {}), current.environment
+    for key in ("device_type", "dtype") + (("device",) if new_env.get("device_type") == "cuda" else ()):
+        if old_env.get(key) != new_env.get(key):
+            differ.append(f"{key} {old_env.get(key)!r} -> {new_env.get(key)!r}")
+    shared = min(len(before.get("prompt_texts", [])), len(now["prompt_texts"]))
+    if before.get("prompt_texts", [])[:shared] != now["prompt_texts"][:shared]:
+        differ.append("the prompts")
+    if differ:
+        raise ValueError(f"--resume: the results in this --out were made with other settings ({'; '.join(differ)}); "
+                         "use another --out or the same settings")
 
 
 def _frames_name(prompt_index: int, seed: int) -> str:
