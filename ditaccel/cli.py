@@ -151,9 +151,12 @@ def _eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         specs = parse_method_specs(args.methods)
-        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
     except ValueError as error:
-        return _fail(error)
+        return _fail(f"--methods: {error}")
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    except ValueError:
+        return _fail(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     try:
         evaluate(
             args.out, [s.text for s in specs], resume=args.resume, progress=not args.quiet, model=args.model,
@@ -165,18 +168,24 @@ def _eval(args: argparse.Namespace) -> int:
         )
     except (UnsupportedPipelineError, FileNotFoundError, ValueError) as error:
         return _fail(error)
+    except (OSError, RuntimeError) as error:  # loading a model directory, a backend that is not installed
+        return _fail(f"{type(error).__name__}: {error}")
     table = aggregate(load_result(args.out))
     for label, row in table.items():
         psnr = row["psnr"]["mean"] if row["psnr"] else None
         compute = row["compute_fraction"]["mean"] if row["compute_fraction"] else None
+        speedup = row["speedup"] if row["role"] == "method" else None  # the floor's kernel is slower on purpose
         print(f"{label:>28}: " + ", ".join(filter(None, [
             None if psnr is None else f"PSNR {psnr:.2f} dB",
             None if compute is None else f"compute {compute:.3f}",
-            None if row["speedup"] is None else f"speed-up {row['speedup']:.2f}x",
+            None if speedup is None else f"speed-up {speedup:.2f}x",
             f"{row['failed']} failed" if row["failed"] else None,
         ])))
     print(f"report: {Path(args.out) / 'report.md'}")
-    return 0
+    failed = sum(row["failed"] for row in table.values())
+    if failed:
+        print(f"ditaccel eval: {failed} run(s) failed; their errors are in the report", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _fail(error: BaseException | str) -> int:

@@ -2,9 +2,12 @@
 
     dense                                  no patch: the pipeline's own attention
     radial                                 the "radial" preset (per model family)
-    radial(decay=0.5)                      ditaccel.Radial(decay=0.5), preset values for unset fields
-    neighborhood(window=(8,8,8), stride=2) ditaccel.Neighborhood(...)
-    radial(decay=0.5, dense_steps=0.3)     Schedule fields go to the schedule
+    radial(decay=0.5)                      ditaccel.Radial(decay=0.5) (patch fills decay/sink left
+                                           None from the model's preset)
+    neighborhood(window=(8,8,8), stride=2) ditaccel.Neighborhood(...): the config's own defaults
+                                           for the rest, not the preset's window
+    radial(decay=0.5, dense_steps=0.3)     Schedule fields change those fields of the model's
+                                           default schedule
 
 Every spec resolves to the arguments of ``ditaccel.patch``, so the harness, ``generate`` and the
 demo accept whatever ``patch`` accepts: a method added to ``METHOD_CONFIGS`` is usable everywhere
@@ -20,11 +23,12 @@ from dataclasses import dataclass, field
 
 from .plugins.neighborhood import Neighborhood
 from .plugins.radial import Radial
-from .presets import PRESETS
+from .presets import PRESETS, default_schedule, preset
 from .schedule import Schedule
 
 # Lower-case name -> config class. A new method registers its config here.
 METHOD_CONFIGS: dict[str, type] = {"radial": Radial, "neighborhood": Neighborhood}
+_SCHEDULE_FIELDS = {f.name for f in dataclasses.fields(Schedule)}
 DENSE = "dense"
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
 
@@ -32,7 +36,8 @@ _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.DOTAL
 @dataclass(frozen=True)
 class MethodSpec:
     """A parsed spec: ``text`` as written, ``method`` for ``patch`` (a preset name or a config;
-    None = dense) and ``schedule`` (None = the preset's)."""
+    None = dense), ``schedule``: the spec's own schedule fields over ``Schedule()`` (checked when
+    parsed; None when it has none); ``patch_arguments(family)`` puts them over the model's default."""
 
     text: str
     method: object = None
@@ -43,11 +48,17 @@ class MethodSpec:
     def is_dense(self) -> bool:
         return self.method is None
 
-    def patch_arguments(self) -> dict:
-        """Keyword arguments for ``ditaccel.patch`` after the pipeline."""
+    def patch_arguments(self, family: str | None = None) -> dict:
+        """Keyword arguments for ``ditaccel.patch`` after the pipeline. Schedule fields written in
+        the spec change the model ``family``'s default schedule (the one ``patch`` would use) in
+        those fields only; without a family they change ``Schedule()``'s defaults."""
         arguments = {"method": self.method}
-        if self.schedule is not None:
-            arguments["schedule"] = self.schedule
+        overrides = {k: v for k, v in self.parameters.items() if k in _SCHEDULE_FIELDS}
+        if overrides:
+            base = Schedule()
+            if family is not None:
+                base = preset(self.method, family)[1] if isinstance(self.method, str) else default_schedule(family)
+            arguments["schedule"] = dataclasses.replace(base, **overrides)
         return arguments
 
 

@@ -154,9 +154,10 @@ class Summary:
 
     @property
     def compute_fraction(self) -> float | None:
-        """Attention compute actually spent: computed video blocks over all, averaged over every
-        patched attention call since the patch (or ``reset_summary``), dense calls counting 1.
-        None before the first call."""
+        """Attention compute actually spent: computed video-video blocks over all (the always-dense
+        text rows and columns of joint attention are not counted), averaged over every patched
+        attention call since the patch (or ``reset_summary``), dense calls counting 1. None before
+        the first call."""
         calls = sum(r["calls"] for r in self.rows)
         return sum(r["computed_blocks"] for r in self.rows) / calls if calls else None
 
@@ -169,7 +170,7 @@ class Summary:
                 f"{_ranges(r['dense_steps'])} / {_ranges(r['sparse_steps'])}"
             )
         if self.compute_fraction is not None:
-            lines.append(f"attention compute: {self.compute_fraction:.3f} of dense (computed blocks over all, every call)")
+            lines.append(f"attention compute: {self.compute_fraction:.3f} of dense (computed video blocks over all, every call)")
         lines += [f"{name}: video tokens in {order}" for name, order in self.token_order.items()]
         return "\n".join(lines)
 

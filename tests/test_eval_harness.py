@@ -31,6 +31,9 @@ def test_specs_resolve_presets_configs_and_schedules():
     assert spec.method == Neighborhood(window=(8, 8, 8), stride=(2, 2, 2))
     assert spec.schedule == Schedule(dense_steps=0.3, dense_layers=(0, 2))
     assert spec.patch_arguments() == {"method": spec.method, "schedule": spec.schedule}
+    # On a model, schedule fields change only themselves in the family's default schedule.
+    wan = parse_method_spec("radial(decay=0.5, dense_steps=0.3)").patch_arguments("wan")
+    assert wan["schedule"] == Schedule(dense_steps=0.3, dense_layers=1)
     specs = parse_method_specs("radial, neighborhood(window=(0.5, 0.5, 1.0)),radial(decay=2.0)")
     assert [s.text for s in specs] == ["radial", "neighborhood(window=(0.5, 0.5, 1.0))", "radial(decay=2.0)"]
 
@@ -134,7 +137,7 @@ def test_a_failing_method_is_recorded_and_the_others_go_on(tmp_path):
     # A window of 40 frames on an 8-frame grid fails in the first forward; radial still runs.
     code = cli_main(["eval", "--methods", "neighborhood(window=(40, 4, 4)),radial", "--out", str(tmp_path), "--no-floor",
                      "--no-profile", *SMALL])
-    assert code == 0
+    assert code == 1  # finished, with failed runs
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     failed = [r for r in runs if r["method"].startswith("neighborhood")]
     assert len(failed) == 2 and all(r["status"] == "failed" and "window" in r["error"] for r in failed)
@@ -257,3 +260,14 @@ def test_resume_with_other_settings_is_refused(built_in_eval, tmp_path, capsys):
     assert cli_main(["eval", "--methods", "radial", "--out", str(out), "--resume", *args]) == 2
     err = capsys.readouterr().err
     assert "--resume" in err and "steps 8 -> 6" in err
+
+
+def test_text_prompts_for_a_pipeline_without_text_encoder_is_one_clear_line(tmp_path, capsys):
+    from tiny_pipelines import build_wan
+
+    model = tmp_path / "tiny_wan"
+    build_wan().pipe.save_pretrained(model)
+    capsys.readouterr()  # save_pretrained's own notes about the missing components
+    assert cli_main(["eval", "--model", str(model), "--methods", "radial", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ditaccel")]
+    assert len(errors) == 1 and "without a text encoder" in errors[0] and "embeddings" in errors[0]

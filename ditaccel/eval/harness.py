@@ -117,29 +117,40 @@ class _Evaluation:
         self.settings, self.specs, self.out, self.progress = settings, specs, out, progress
         device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA device here; use --device cpu")
         self.dtype = getattr(torch, settings.dtype) if settings.dtype else None
+        # Cheap inputs first: a typo in a prompt file should not wait for a 14B model to load.
+        prompts = load_prompts(settings.prompts)
+        self.prompts: list[Prompt] = prompts[: settings.num_prompts] if settings.num_prompts else prompts
+        self.lpips_info = find_lpips_weights(settings.lpips_weights)
         self.pipe = load_pipeline(settings.model, device=self.device, dtype=self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
         self.dtype = transformers_of(self.pipe)[0].dtype
-        prompts = load_prompts(settings.prompts)
-        self.prompts: list[Prompt] = prompts[: settings.num_prompts] if settings.num_prompts else prompts
         self.built_in = is_built_in(settings.model)
         self.call = call_arguments(self.pipe, steps=settings.steps, guidance=settings.guidance,
                                    frames=settings.frames, height=settings.height, width=settings.width)
         self.steps = self.call.get("num_inference_steps") or _default(self.pipe, "num_inference_steps")
         guidance = self.call.get("guidance_scale", _default(self.pipe, "guidance_scale"))
-        self.guided = guidance is not None and guidance > 1.0
         self.accepted = call_parameters(self.pipe)
+        # FLUX and HunyuanVideo embed a distilled guidance_scale; their classifier-free guidance
+        # (which needs negative prompts) is true_cfg_scale.
+        cfg = _default(self.pipe, "true_cfg_scale") if "true_cfg_scale" in self.accepted else guidance
+        self.guided = cfg is not None and cfg > 1.0
+        _check_pipeline_inputs(self.pipe, self.prompts, self.accepted)
         batch = settings.batch_size or (min(len(self.prompts), 32) if self.built_in else 1)
         self.batches = [list(range(i, min(i + batch, len(self.prompts)))) for i in range(0, len(self.prompts), batch)]
         if settings.dense_backend:
-            for transformer in transformers_of(self.pipe):
-                transformer.set_attention_backend(settings.dense_backend)
+            try:
+                for transformer in transformers_of(self.pipe):
+                    transformer.set_attention_backend(settings.dense_backend)
+            except (RuntimeError, ImportError) as error:
+                raise ValueError(f"--dense-backend {settings.dense_backend}: {_one_line(error)}") from None
         self.floor_backend = _floor_backend(settings.floor_backend, settings.dense_backend, self.device)
-        self.lpips_info = find_lpips_weights(settings.lpips_weights)
         self.result = EvalResult(
             settings={**dataclasses.asdict(settings), "steps": self.steps, "guidance": guidance, "batch_size": batch,
-                      "prompt_texts": [p.text for p in self.prompts], "floor_backend": self.floor_backend,
+                      "prompt_texts": [p.text for p in self.prompts], "prompt_hash": _prompt_hash(self.prompts),
+                      "floor_backend": self.floor_backend,
                       "frames_scored": "in memory, rounded to uint8",
                       "lpips_weights": None if self.lpips_info is None else self.lpips_info.as_dict()},
             environment=environment(self.device, self.dtype), out=out,
@@ -149,8 +160,10 @@ class _Evaluation:
             previous = json.loads((out / RESULTS_FILE).read_text())
             _check_resumable(previous, self.result)
             self.result.methods = previous.get("methods", {})
+            wanted = {REFERENCE, FLOOR} | {spec.text for spec in specs}
             for run in previous.get("runs", []):
-                if run["status"] == "ok" and run["prompt_index"] < len(self.prompts):
+                if (run["status"] == "ok" and run["prompt_index"] < len(self.prompts) and run["seed"] in settings.seeds
+                        and run["method"] in wanted):
                     self.result.runs.append(run)
                     self.done.add((run["method"], run["prompt_index"], run["seed"]))
         self.dense: dict[tuple[int, int], np.ndarray] = {}
@@ -208,8 +221,11 @@ class _Evaluation:
         info = self.result.methods.setdefault(REFERENCE, {"role": "reference", "backend": self.settings.dense_backend or "diffusers default (native SDPA)"})
         if not pending:
             return
-        reset_peak_memory(self.device)
-        self._warm_up(pending[0])
+        try:
+            self._warm_up(pending[0])
+        except Exception as error:  # noqa: BLE001  (recorded; nothing can be compared without dense)
+            self._fail_all(REFERENCE, "reference", pending, error)
+            return
         for seed, batch in pending:
             try:
                 videos, speed = self._generate(batch, seed)
@@ -222,7 +238,7 @@ class _Evaluation:
                 self.dense[(p, seed)] = frames
                 self._record(REFERENCE, "reference", p, seed, video, None, speed, compute_fraction=1.0)
             self._save()
-        info["peak_memory_bytes"] = peak_memory_bytes(self.device)
+        info["peak_memory_bytes"] = self._peak(REFERENCE)
         if self.settings.profile_attention:
             info["attention_share"] = self._attention_share(pending[0])
 
@@ -232,34 +248,45 @@ class _Evaluation:
                                                "what": f"dense through {self.floor_backend} against dense"})
         if not pending:
             return
-        try:
-            with _attention_backend(self.pipe, self.floor_backend):
-                for seed, batch in pending:
+        with _attention_backend(self.pipe, self.floor_backend):
+            for seed, batch in pending:
+                try:
                     videos, speed = self._generate(batch, seed)
-                    for p, video in zip(batch, videos):
-                        self._record(FLOOR, "floor", p, seed, video, self.dense[(p, seed)], speed, compute_fraction=1.0)
-                    self._save()
-        except Exception as error:  # noqa: BLE001  (recorded; the evaluation goes on)
-            self._fail_all(FLOOR, "floor", pending, error)
+                except Exception as error:  # noqa: BLE001  (recorded; the evaluation goes on)
+                    self._fail_all(FLOOR, "floor", [(seed, batch)], error)
+                    continue
+                for p, video in zip(batch, videos):
+                    self._record(FLOOR, "floor", p, seed, video, self.dense[(p, seed)], speed, compute_fraction=1.0)
+                self._save()
 
     def _run_method(self, spec: MethodSpec) -> None:
         import ditaccel
 
-        pending = list(self._pending(spec.text))
+        from ..pipelines import adapter_for
+
         info = self.result.methods.setdefault(spec.text, {"role": "method"})
-        if not pending:
+        if all((spec.text, p, seed) in self.done for p in range(len(self.prompts)) for seed in self.settings.seeds):
             return
+        info.pop("error", None)
         try:
-            handle = ditaccel.patch(self.pipe, **spec.patch_arguments())
+            family = adapter_for(transformers_of(self.pipe)[0]).family
+            handle = ditaccel.patch(self.pipe, **spec.patch_arguments(family))
         except Exception as error:  # noqa: BLE001
             info["error"] = _one_line(error)
-            self._fail_all(spec.text, "method", pending, error)
+            self._fail_all(spec.text, "method", list(self._pending(spec.text)), error)
             return
-        # What the spec resolved to on this model (a preset's config and schedule).
-        info.update(config=repr(handle.states[0].method), schedule=repr(handle.states[0].schedule))
         try:
-            reset_peak_memory(self.device)
-            self._warm_up(pending[0])
+            # What the spec resolved to on this model (a preset's config and schedule). Runs kept by
+            # --resume that another config made (a preset changed since) are made again.
+            resolved = {"config": repr(handle.states[0].method), "schedule": repr(handle.states[0].schedule)}
+            if any(info.get(k) not in (None, v) for k, v in resolved.items()):
+                self.result.runs = [r for r in self.result.runs if r["method"] != spec.text]
+                self.done = {key for key in self.done if key[0] != spec.text}
+            info.update(resolved)
+            pending = list(self._pending(spec.text))
+            if not pending:
+                return
+            self._warm_up(pending[0], handle.states[0].schedule)
             for seed, batch in pending:
                 try:
                     handle.reset_summary()
@@ -271,21 +298,28 @@ class _Evaluation:
                 for p, video in zip(batch, videos):
                     self._record(spec.text, "method", p, seed, video, self.dense[(p, seed)], speed, fraction)
                 self._save()
-            info["peak_memory_bytes"] = peak_memory_bytes(self.device)
+            info["peak_memory_bytes"] = self._peak(spec.text)
             handle.reset_summary()
             if self.settings.profile_attention:
                 info["attention_share"] = self._attention_share(pending[0])
             info["summary"] = str(handle.summary())
         except Exception as error:  # noqa: BLE001  (warm-up or profiling failed)
             info["error"] = _one_line(error)
-            self._fail_all(spec.text, "method", [b for b in pending if not self._finished(spec.text, b)], error)
+            self._fail_all(spec.text, "method", list(self._pending(spec.text)), error)
         finally:
             handle.unpatch()
+
+    def _peak(self, label: str) -> int | None:
+        peaks = [r["speed"].get("peak_memory_bytes") for r in self.result.runs if r["method"] == label and r["status"] == "ok"]
+        peaks = [p for p in peaks if p is not None]
+        return max(peaks) if peaks else None
 
     # -- one generation ---------------------------------------------------------------------
     def _arguments(self, batch: list[int], seed: int, steps: int | None = None) -> dict:
         prompts = [self.prompts[p] for p in batch]
-        arguments = {**self.call, **batch_arguments(prompts, self.accepted, guided=self.guided)}
+        prompt_arguments = batch_arguments(prompts, self.accepted, guided=self.guided)
+        arguments = {**self.call, **{k: v.to(self.device) if isinstance(v, torch.Tensor) else v
+                                     for k, v in prompt_arguments.items()}}
         if steps is not None:
             arguments["num_inference_steps"] = steps
         # One generator per video, seeded alike: a video's noise does not depend on its batch.
@@ -293,15 +327,23 @@ class _Evaluation:
         return arguments
 
     def _generate(self, batch: list[int], seed: int):
+        reset_peak_memory(self.device)  # the generation alone: scoring (LPIPS) runs on the GPU too
         output, speed = timed_call(self.pipe, self.steps, **self._arguments(batch, seed))
         videos = output_videos(output)
-        speed.update(batch_size=len(batch), seconds_per_video=speed["end_to_end_s"] / len(batch))
+        speed.update(batch_size=len(batch), seconds_per_video=speed["end_to_end_s"] / len(batch),
+                     peak_memory_bytes=peak_memory_bytes(self.device))
         return videos, speed
 
-    def _warm_up(self, first: tuple[int, list[int]]) -> None:
-        """One short generation: kernels compile and layouts are built outside the timed runs."""
+    def _warm_up(self, first: tuple[int, list[int]], schedule=None) -> None:
+        """One short generation, long enough for one sparse step of ``schedule``: kernels compile
+        and layouts are built outside the timed runs."""
         seed, batch = first
-        self.pipe(**self._arguments(batch, seed, steps=min(2, self.steps or 2)))
+        total = self.steps or 2
+        steps = min(2, total)
+        if schedule is not None:
+            while steps < total and all(schedule.step_is_dense(i, steps) for i in range(steps)):
+                steps += 1
+        self.pipe(**self._arguments(batch, seed, steps=steps))
 
     def _attention_share(self, first: tuple[int, list[int]]) -> float | None:
         from ..pipelines import adapter_for
@@ -374,7 +416,37 @@ class _Evaluation:
 
 
 # Settings that change what a run produces: resuming with other values would mix two evaluations.
-_RESUME_KEYS = ("model", "steps", "frames", "height", "width", "guidance", "dense_backend", "floor_backend")
+_RESUME_KEYS = ("model", "steps", "frames", "height", "width", "guidance", "dense_backend", "floor_backend",
+                "batch_size", "prompt_hash")
+
+
+def _prompt_hash(prompts: list[Prompt]) -> str:
+    """Of the prompt texts and embedding values, in order: resume must not pair other prompts."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for prompt in prompts:
+        digest.update(prompt.text.encode() + b"\0")
+        for name in sorted(prompt.embeddings):
+            digest.update(name.encode() + prompt.embeddings[name].detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _check_pipeline_inputs(pipe, prompts: list[Prompt], accepted: set[str]) -> None:
+    """Refuse, before any generation, what the harness cannot feed this pipeline."""
+    import inspect
+
+    supplied = {"prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "num_frames", "height", "width",
+                "generator", "output_type"} | set(prompts[0].embeddings)
+    required = [name for name, parameter in inspect.signature(type(pipe).__call__).parameters.items()
+                if name != "self" and parameter.default is inspect.Parameter.empty
+                and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) and name not in supplied]
+    if required:
+        raise ValueError(f"--model: {type(pipe).__name__} needs {', '.join(required)}, which ditaccel eval does not "
+                         "supply (text-to-video and text-to-image pipelines only)")
+    if prompts[0].is_text and getattr(pipe, "text_encoder", "absent") is None:
+        raise ValueError(f"--prompts: {type(pipe).__name__} was saved without a text encoder; give a .safetensors/.pt "
+                         "file of prompt embeddings")
 
 
 def _check_resumable(previous: dict, current: EvalResult) -> None:

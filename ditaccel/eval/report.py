@@ -24,18 +24,29 @@ FOLLOWING = ("colour_ok", "motion_ok")
 BOOTSTRAP_SAMPLES = 2000
 
 
-def interval(values) -> dict | None:
-    """Mean and bootstrap 95% interval of ``values`` (None when empty)."""
-    values = np.asarray([v for v in values if v is not None], dtype=np.float64)
-    if values.size == 0:
+def interval(values, groups=None) -> dict | None:
+    """Mean and bootstrap 95% interval of ``values`` (None when empty). With ``groups`` (one label
+    per value, e.g. the prompt) whole groups are resampled: the seeds of one prompt are not
+    independent samples of the prompt set."""
+    pairs = [(v, g) for v, g in zip(values, groups if groups is not None else range(len(values))) if v is not None]
+    if not pairs:
         return None
-    mean = float(values.mean())
-    if values.size == 1:
-        return {"mean": mean, "ci95": [mean, mean], "n": 1}
+    data = np.asarray([v for v, _ in pairs], dtype=np.float64)
+    mean = float(data.mean())
+    labels = list(dict.fromkeys(g for _, g in pairs))
+    if len(labels) == 1:
+        return {"mean": mean, "ci95": [mean, mean], "n": int(data.size)}
+    index = {g: i for i, g in enumerate(labels)}
+    sums = np.zeros(len(labels))
+    counts = np.zeros(len(labels))
+    for value, group in pairs:
+        sums[index[group]] += value
+        counts[index[group]] += 1
     rng = np.random.default_rng(0)
-    means = values[rng.integers(0, values.size, size=(BOOTSTRAP_SAMPLES, values.size))].mean(axis=1)
+    picks = rng.integers(0, len(labels), size=(BOOTSTRAP_SAMPLES, len(labels)))
+    means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
-    return {"mean": mean, "ci95": [float(low), float(high)], "n": int(values.size)}
+    return {"mean": mean, "ci95": [float(low), float(high)], "n": int(data.size)}
 
 
 def aggregate(data: dict) -> dict[str, dict]:
@@ -52,16 +63,22 @@ def aggregate(data: dict) -> dict[str, dict]:
         info = data.get("methods", {}).get(label, {})
         row = {"role": mine[0]["role"], "runs": len(ok), "failed": len(mine) - len(ok),
                "errors": sorted({r["error"] for r in mine if r["error"]})}
+        prompts = [r["prompt_index"] for r in ok]
         for metric in PAIRED + UNPAIRED:
-            row[metric] = interval([r["quality"].get(metric) for r in ok])
+            row[metric] = interval([r["quality"].get(metric) for r in ok], prompts)
         for metric in UNPAIRED:
-            pairs = [(r["quality"].get(metric), dense.get((r["prompt_index"], r["seed"]))) for r in ok]
-            row[f"{metric}_delta"] = interval([v - d["quality"][metric] for v, d in pairs
-                                               if v is not None and d is not None and d["quality"].get(metric) is not None])
+            deltas = []
+            for r in ok:
+                d = dense.get((r["prompt_index"], r["seed"]))
+                v = r["quality"].get(metric)
+                deltas.append(None if v is None or d is None or d["quality"].get(metric) is None else v - d["quality"][metric])
+            row[f"{metric}_delta"] = interval(deltas, prompts)
         for metric in FOLLOWING:
-            row[metric.replace("_ok", "_accuracy")] = interval([float(r["quality"][metric]) for r in ok if metric in r["quality"]])
-        row["dynamic_share"] = interval([float(r["quality"]["dynamic"]) for r in ok if r["quality"].get("dynamic") is not None])
-        row["compute_fraction"] = interval([r["compute_fraction"] for r in ok])
+            row[metric.replace("_ok", "_accuracy")] = interval(
+                [float(r["quality"][metric]) if metric in r["quality"] else None for r in ok], prompts)
+        row["dynamic_share"] = interval([None if r["quality"].get("dynamic") is None else float(r["quality"]["dynamic"])
+                                         for r in ok], prompts)
+        row["compute_fraction"] = interval([r["compute_fraction"] for r in ok], prompts)
         seconds = _mean([r["speed"].get("seconds_per_video") for r in ok])
         step = _mean([r["speed"].get("step_ms") for r in ok])
         row.update(seconds_per_video=seconds, step_ms=step,
@@ -144,7 +161,7 @@ def plot_pareto(data: dict, table: dict, path: Path, metric: str = "psnr") -> Pa
             ax.axhline(floor["mean"], color="gray", ls=":", lw=1.5, label=label)
     dense_x = 1.0
     ax.axvline(dense_x, color="black", lw=0.8, alpha=0.4)
-    ax.set_xlabel("attention compute fraction (computed blocks / all, every call)" if axis == "compute"
+    ax.set_xlabel("attention compute fraction (computed video blocks / all, every call)" if axis == "compute"
                   else "speed-up over dense (end to end, same run)")
     ax.set_ylabel(f"{metric.upper()} vs dense" + (" (dB)" if metric == "psnr" else ""))
     if axis == "compute" and points:
@@ -236,11 +253,13 @@ def write_markdown(data: dict, table: dict, path: Path) -> Path:
         ]) + " |")
     lines += [
         "",
-        "Scores are means over prompt x seed pairs with bootstrap 95% intervals in brackets. PSNR is the mean of per-frame "
+        "Scores are means over prompt x seed pairs with bootstrap 95% intervals in brackets (prompts resampled, each "
+        "with all its seeds). PSNR is the mean of per-frame "
         "PSNR (identical frames count 100 dB); SSIM per RGB channel, 11x11 Gaussian window, sigma 1.5. "
         "Δ columns: the method's unpaired score minus the dense run's of the same prompt and seed (the dense row gives "
         "the absolute values). "
-        f"Compute: attention blocks computed over all, averaged over every patched attention call (dense steps and layers count 1). "
+        f"Compute: video-video attention blocks computed over all (text rows and columns of joint attention, always "
+        f"computed, are not counted), averaged over every patched attention call (dense steps and layers count 1). "
         f"The plot's x axis is {'the compute fraction' if axis == 'compute' else 'the measured end-to-end speed-up'}"
         + (" (on this model and device wall time says little: the built-in model is launch-bound at 4,096 tokens, and a "
            "CPU runs the exact reference backend, not a fast path)." if axis == "compute" else "."),
@@ -253,7 +272,8 @@ def write_markdown(data: dict, table: dict, path: Path) -> Path:
     lines.append("LPIPS: " + (f"AlexNet v0.1, weights from {weights['source']} (sha256 {weights['sha256'][:12]}...)."
                               if weights else "no weights (see `python -m ditaccel.eval.lpips`)."))
     lines.append("Proxies: " + "; ".join(f"{k}: {v}" for k, v in PROXY_NOTES.items()) + ".")
-    lines += ["", "![quality vs compute](pareto.png)", ""]
+    if (path.parent / "pareto.png").is_file():
+        lines += ["", f"![PSNR vs {'attention compute' if axis == 'compute' else 'speed-up'}](pareto.png)", ""]
     strips = [(label, strip_name(label)) for label, row in table.items() if row["role"] == "method"
               and (path.parent / strip_name(label)).is_file()]
     if strips:
@@ -276,7 +296,8 @@ def write_report(result, out: Path) -> dict:
     data = {**data, "aggregates": table}
     (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
     write_csv(data, out / "results.csv")
-    if any(row["role"] == "method" for row in table.values()):
+    (out / "pareto.png").unlink(missing_ok=True)  # never link a plot of an earlier evaluation
+    if any(row["role"] == "method" and row["psnr"] is not None for row in table.values()):
         plot_pareto(data, table, out / "pareto.png")
     write_markdown(data, table, out / "report.md")
     return table
