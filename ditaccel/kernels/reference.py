@@ -105,3 +105,27 @@ def reference_block_sparse_attention(
         o = F.scaled_dot_product_attention(qt[:, :, rows], kt, vt, attn_mask=mask, scale=scale)
         out[:, :, rows] = torch.nan_to_num(o, nan=0.0)
     return out.transpose(1, 2)
+
+
+# Helpers shared by the reference backends of the dynamic methods (piecewise, top-k, pyramid).
+
+
+def query_block_chunks(num_tokens: int, block_size: int, row_elems: int, max_chunk_elems: int = 2**27):
+    """Yield (first query block, row slice) chunks of whole query blocks, each holding at most
+    about ``max_chunk_elems`` logits when one query row costs ``row_elems``."""
+    num_blocks = -(-num_tokens // block_size)
+    per_chunk = max(1, max_chunk_elems // max(1, block_size * row_elems))
+    for start in range(0, num_blocks, per_chunk):
+        stop = min(start + per_chunk, num_blocks)
+        yield start, slice(start * block_size, min(stop * block_size, num_tokens))
+
+
+def masked_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension, ``-inf`` entries excluded. One max per row over every
+    entry the row attends keeps exp() in range whatever mixture of exact and summary logits the row
+    holds; a row that attends nothing gets all-zero weights (so a zero output), not NaN."""
+    m = logits.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    p = torch.exp(logits - m)
+    total = p.sum(dim=-1, keepdim=True)
+    return p / torch.where(total > 0, total, torch.ones_like(total))

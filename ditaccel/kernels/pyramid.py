@@ -1,0 +1,226 @@
+"""Pyramid (PSA) attention: the functional layer and its PyTorch reference.
+
+Each (query block, key block) pair gets a level l in {1, 2, 4, 8} or 0 (skipped). At level l the
+queries of block I attend the keys and values of block J averaged over groups of l consecutive
+tokens inside the block, each pooled key's logit raised by log(count), so its softmax weight is
+count * e^{tau q.kbar} and the normaliser still counts the tokens it stands for (SPEC 4.4, notes
+section 3). A short last group (end of a short block) is the mean of the tokens present and
+carries log of their count. All levels share one softmax per query row.
+
+``pyramid_levels`` assigns the levels per call from sampled tokens, by cumulative importance mass
+(mode "mass") or by fixed fractions of blocks per level (mode "fraction").
+
+q, k, v are ``[B, N, H, D]`` in canonical order; blocks are consecutive runs of ``block_size``
+tokens, the last one may be short. Only the reference backend exists so far; ``backend="auto"``
+runs it, ``"triton"`` raises.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from .. import checks
+from .attention import _check_qkv
+from .piecewise import _check_block_size, _compute_dtype, _run_reference, blocked
+from .reference import masked_softmax, query_block_chunks
+
+LEVELS = (0, 1, 2, 4, 8)  # 0 = skip
+
+# Presets of the PSA repository (ziplab/Pyramid-Sparse-Attention, configs/attention_config.yaml,
+# as summarised in /work/shared/notes/sparse_methods.md section 3.2 and SPEC 4.4).
+# Mode "mass" ("thresholdbound"), Wan2.1-14B psa_balanced: with the blocks sorted by importance,
+# those carrying the first 40% of the mass are exact, the next 10% at level 2, the next 10% at
+# level 4, the next 20% at level 8, the last 20% skipped. Upper bounds for levels 1, 2, 4, 8:
+MASS_THRESHOLDS = (0.4, 0.5, 0.6, 0.8)
+# ... and at least this fraction of each row's blocks exact (min_full_attn_ratio).
+MIN_FULL_FRACTION = 0.06
+# Mode "fraction" ("topk"), the PSAConfig default and the CogVideoX1.5-5B preset: 10% of the blocks
+# exact, 5% at level 2, none at level 4, 20% at level 8, 65% skipped -> about 15% of dense compute.
+BLOCK_FRACTIONS = (0.10, 0.05, 0.0, 0.20)
+MODES = ("mass", "fraction")
+
+
+class PooledKV(NamedTuple):
+    """Keys and values pooled inside key blocks, in fp32 (fp64 for fp64 inputs)."""
+
+    k: torch.Tensor  # [B, groups, H, D] mean key of each group
+    v: torch.Tensor  # [B, groups, H, D] mean value of each group
+    log_count: torch.Tensor  # [groups] log of the tokens in the group (log level for a full group)
+    block: torch.Tensor  # long [groups] the key block each group belongs to
+
+
+def pyramid_pool(k: torch.Tensor, v: torch.Tensor, level: int, block_size: int) -> PooledKV:
+    """K and V of each key block averaged over groups of ``level`` consecutive tokens inside the
+    block (groups never straddle blocks); groups are listed in sequence order."""
+    _check_block_size(block_size)
+    if isinstance(level, bool) or not isinstance(level, int) or level < 1:
+        raise ValueError(f"level must be a positive int, got {level!r}")
+    if k.dim() != 4 or v.shape != k.shape:
+        raise ValueError(f"k and v must both be [batch, seq, heads, head_dim]; got {tuple(k.shape)}, {tuple(v.shape)}")
+    B, N, H, D = k.shape
+    per_block = -(-block_size // level)
+    tok = torch.arange(N, device=k.device)
+    group = (tok // block_size) * per_block + (tok % block_size) // level  # group ids, gaps in a short last block
+    used, group = torch.unique(group, return_inverse=True)
+    dtype = _compute_dtype(k)
+    counts = torch.zeros(len(used), dtype=dtype, device=k.device).index_add_(0, group, torch.ones(N, dtype=dtype, device=k.device))
+
+    def mean(x):
+        sums = x.new_zeros(B, len(used), H, D, dtype=dtype).index_add_(1, group, x.to(dtype))
+        return sums / counts[None, :, None, None]
+
+    return PooledKV(mean(k), mean(v), counts.log(), used // per_block)
+
+
+def pyramid_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    levels: torch.Tensor,
+    block_size: int = 128,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Attention where query block I sees key block J pooled at level ``levels[b, h, I, J]``.
+
+    levels: int ``[B|1, H|1, blocks, blocks]`` with values in {0, 1, 2, 4, 8} (0 = skip).
+    q, k, v: [B, N, H, D]; returns [B, N, H, D] in q's dtype (accumulated in fp32). A query block
+    whose levels are all 0 attends nothing: its output is zero."""
+    _check_qkv(q, k, v)
+    _check_block_size(block_size)
+    levels = _check_levels(levels, q, block_size)
+    _run_reference(backend, "pyramid_attention")
+    B, N, H, D = q.shape
+    dtype = _compute_dtype(q)
+    tau = D**-0.5 if scale is None else scale
+    qt = q.transpose(1, 2).to(dtype)
+    out = torch.zeros(B, H, N, D, dtype=dtype, device=q.device)
+    pools = [(lv, pyramid_pool(k, v, lv, block_size)) for lv in LEVELS[1:] if bool((levels == lv).any())]
+    if not pools:
+        return out.transpose(1, 2).to(q.dtype)
+    values = torch.cat([p.v.transpose(1, 2) for _, p in pools], dim=2)  # every level's pooled values: [B, H, keys, D]
+    for _, rows in query_block_chunks(N, block_size, B * H * values.shape[2]):
+        lv_rows = levels[:, :, torch.arange(rows.start, rows.stop, device=q.device) // block_size]  # [., ., r, blocks]
+        logits = [
+            (tau * qt[:, :, rows] @ p.k.permute(0, 2, 3, 1) + p.log_count).masked_fill(lv_rows[..., p.block] != lv, -math.inf)
+            for lv, p in pools
+        ]
+        out[:, :, rows] = masked_softmax(torch.cat(logits, dim=-1)) @ values
+    return out.transpose(1, 2).to(q.dtype)
+
+
+def pyramid_levels(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    block_size: int = 128,
+    mode: str = "mass",
+    thresholds: tuple[float, float, float, float] = MASS_THRESHOLDS,
+    min_full_fraction: float = MIN_FULL_FRACTION,
+    fractions: tuple[float, float, float, float] = BLOCK_FRACTIONS,
+    samples: int | None = None,
+    scale: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """int32 ``[B, H, blocks, blocks]`` levels in {0, 1, 2, 4, 8} for ``pyramid_attention``.
+
+    Importance (PSA): ``samples`` query tokens per query block and key tokens per key block (default
+    block_size // 4, the same positions in every block: evenly spaced, or random when a
+    ``generator`` is given, as in the paper); per sampled query row the max logit inside each key
+    block, ``exp(max - row max)``, the max over the block's sampled rows, normalised to sum 1 per
+    query block. Then per query block, key blocks sorted by importance:
+
+    - mode "mass": a block takes the level of the interval its preceding cumulative mass falls in,
+      ``thresholds`` being the upper bounds for levels 1, 2, 4, 8 (beyond the last: skipped), and at
+      least ``ceil(min_full_fraction * blocks)`` blocks exact. The block holding the most mass is
+      always exact.
+    - mode "fraction": the first ``fractions[0]`` of the blocks exact (at least one), the next
+      ``fractions[1]`` at level 2, then 4, then 8, the rest skipped (rounded on cumulative counts).
+    """
+    if q.dim() != 4 or k.shape != q.shape:
+        raise ValueError(f"q and k must both be [batch, seq, heads, head_dim]; got {tuple(q.shape)}, {tuple(k.shape)}")
+    _check_block_size(block_size)
+    checks.choice("mode", mode, MODES)
+    thresholds = _check_fractions("thresholds", thresholds, cumulative=True)
+    fractions = _check_fractions("fractions", fractions, cumulative=False)
+    checks.number_in("min_full_fraction", min_full_fraction, 0.0, 1.0)
+    samples = max(1, block_size // 4) if samples is None else samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= block_size:
+        raise ValueError(f"samples must be an int in [1, block_size={block_size}], got {samples!r}")
+
+    importance = _block_importance(q, k, block_size, samples, scale, generator)  # [B, H, nb, nb]
+    nb = importance.shape[-1]
+    order = importance.argsort(dim=-1, descending=True)
+    rank = torch.arange(nb, device=q.device)
+    if mode == "mass":
+        mass = importance.gather(-1, order)
+        before = mass.cumsum(-1) - mass
+        tier = sum((before >= t).long() for t in thresholds)  # 0..4 -> levels 1, 2, 4, 8, skip
+        tier = torch.where(rank < max(1, math.ceil(min_full_fraction * nb)), 0, tier)
+    else:
+        bounds = [round(c * nb) for c in torch.tensor(fractions, dtype=torch.float64).cumsum(0).tolist()]
+        bounds[0] = max(1, bounds[0])
+        tier = sum((rank >= max(b, bounds[0])).long() for b in bounds).expand_as(order)
+    by_tier = torch.tensor([1, 2, 4, 8, 0], dtype=torch.int32, device=q.device)
+    return torch.empty_like(order, dtype=torch.int32).scatter_(-1, order, by_tier[tier])
+
+
+def _block_importance(q, k, block_size: int, samples: int, scale, generator) -> torch.Tensor:
+    B, N, H, D = q.shape
+    tau = D**-0.5 if scale is None else scale
+    if generator is None:
+        pos = (torch.arange(samples) * block_size + block_size // 2) // samples  # centres of equal strata
+    else:
+        pos = torch.randperm(block_size, generator=generator)[:samples].sort().values
+    pos = pos.to(q.device)
+    nb = -(-N // block_size)
+    counts = torch.clamp(N - torch.arange(nb, device=q.device) * block_size, max=block_size)
+    # A short last block samples the same relative positions, squeezed into the tokens it has.
+    index = (torch.arange(nb, device=q.device) * block_size)[:, None] + pos[None, :] * counts[:, None] // block_size
+    dtype = _compute_dtype(q)
+    qs = q.transpose(1, 2).to(dtype)[:, :, index]  # [B, H, nb, samples, D]
+    ks = k.transpose(1, 2).to(dtype)[:, :, index]
+    importance = torch.empty(B, H, nb, nb, dtype=dtype, device=q.device)
+    per_chunk = max(1, 2**26 // (B * H * samples * samples * nb))
+    for start in range(0, nb, per_chunk):
+        sl = slice(start, min(start + per_chunk, nb))
+        logits = tau * torch.einsum("bhisd,bhjtd->bhisjt", qs[:, :, sl], ks)
+        block_max = logits.amax(-1)  # [B, H, i, samples, nb]
+        rel = torch.exp(block_max - block_max.amax(-1, keepdim=True)).amax(3)  # [B, H, i, nb]
+        importance[:, :, sl] = rel / rel.sum(-1, keepdim=True)
+    return importance
+
+
+def _check_levels(levels, q: torch.Tensor, block_size: int) -> torch.Tensor:
+    B, N, H, _ = q.shape
+    nb = -(-N // block_size)
+    if not isinstance(levels, torch.Tensor) or levels.dtype.is_floating_point or levels.dtype.is_complex or levels.dtype == torch.bool:
+        kind = f"{levels.dtype} tensor" if isinstance(levels, torch.Tensor) else type(levels).__name__
+        raise ValueError(f"levels must be an integer tensor [B|1, H|1, blocks, blocks] with values in {list(LEVELS)}, got {kind}")
+    if levels.dim() != 4 or levels.shape[0] not in (1, B) or levels.shape[1] not in (1, H) or tuple(levels.shape[2:]) != (nb, nb):
+        raise ValueError(
+            f"levels must have shape [{B} or 1, {H} or 1, {nb}, {nb}] ({N} tokens in blocks of {block_size}), "
+            f"got {tuple(levels.shape)}"
+        )
+    levels = levels.to(q.device)
+    bad = ~torch.isin(levels, torch.tensor(LEVELS, dtype=levels.dtype, device=levels.device))
+    if bool(bad.any()):
+        raise ValueError(f"levels must take values in {list(LEVELS)} (0 = skip), got {sorted(set(levels[bad].tolist()))}")
+    return levels
+
+
+def _check_fractions(name: str, value, *, cumulative: bool) -> tuple[float, ...]:
+    ok = isinstance(value, (tuple, list)) and len(value) == 4
+    ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= x <= 1.0 for x in value)
+    if ok and cumulative:
+        ok = all(a <= b for a, b in zip(value, value[1:]))
+    if ok and not cumulative:
+        ok = sum(value) <= 1.0 + 1e-9
+    if not ok:
+        rule = "non-decreasing cumulative mass bounds in [0, 1]" if cumulative else "block fractions in [0, 1] summing to at most 1"
+        raise ValueError(f"{name} must be 4 {rule}, one per level (1, 2, 4, 8), got {value!r}")
+    return tuple(float(x) for x in value)
