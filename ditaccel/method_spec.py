@@ -87,14 +87,13 @@ def parse_method_spec(text: str) -> MethodSpec:
     parameters = _keyword_arguments(body, text)
     config_class = METHOD_CONFIGS[name]
     config_fields = {f.name for f in dataclasses.fields(config_class)}
-    schedule_fields = {f.name for f in dataclasses.fields(Schedule)}
-    unknown = sorted(set(parameters) - config_fields - schedule_fields)
+    unknown = sorted(set(parameters) - config_fields - _SCHEDULE_FIELDS)
     if unknown:
         raise ValueError(f"{name}() has no parameter {', '.join(map(repr, unknown))} in spec {text!r}; "
                          f"allowed: {', '.join(sorted(config_fields))} (method), "
-                         f"{', '.join(sorted(schedule_fields))} (schedule)")
+                         f"{', '.join(sorted(_SCHEDULE_FIELDS))} (schedule)")
     method = config_class(**{k: v for k, v in parameters.items() if k in config_fields})
-    schedule_args = {k: v for k, v in parameters.items() if k in schedule_fields}
+    schedule_args = {k: v for k, v in parameters.items() if k in _SCHEDULE_FIELDS}
     schedule = Schedule(**schedule_args) if schedule_args else None
     return MethodSpec(text.strip(), method=method, schedule=schedule, parameters=parameters)
 

@@ -197,7 +197,7 @@ class PatchHandle:
         return self
 
     def __exit__(self, *exc) -> None:
-        if any(getattr(t, _STATE_ATTR, None) is not None for t in _transformers(self.target)):
+        if any(getattr(t, _STATE_ATTR, None) is not None for t in transformers_of(self.target)):
             self.unpatch()
 
 
@@ -225,7 +225,7 @@ def patch(target, method, *, schedule: Schedule | None = None, cache=None, backe
         raise TypeError(f"tile_order must be True or False, got {tile_order!r}")
     if schedule is not None and not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a ditaccel.Schedule or None, got {type(schedule).__name__}")
-    transformers = _transformers(target)
+    transformers = transformers_of(target)
     for transformer in transformers:
         if getattr(transformer, _STATE_ATTR, None) is not None:
             raise ValueError(f"{type(transformer).__name__} is already patched; call ditaccel.unpatch() first")
@@ -249,7 +249,7 @@ def patch(target, method, *, schedule: Schedule | None = None, cache=None, backe
 def unpatch(target) -> None:
     """Restore the original attention processors and remove ditaccel's hook."""
     found = False
-    for transformer in _transformers(target):
+    for transformer in transformers_of(target):
         state = getattr(transformer, _STATE_ATTR, None)
         if state is None:
             continue
@@ -262,7 +262,7 @@ def unpatch(target) -> None:
 
 def summary(target) -> Summary:
     rows, token_order = [], {}
-    transformers = _transformers(target)
+    transformers = transformers_of(target)
     for i, transformer in enumerate(transformers):
         state = getattr(transformer, _STATE_ATTR, None)
         if state is None:
@@ -293,10 +293,12 @@ def summary(target) -> Summary:
 
 
 def is_patched(target) -> bool:
-    return any(getattr(t, _STATE_ATTR, None) is not None for t in _transformers(target))
+    return any(getattr(t, _STATE_ATTR, None) is not None for t in transformers_of(target))
 
 
-def _transformers(target) -> list[torch.nn.Module]:
+def transformers_of(target) -> list[torch.nn.Module]:
+    """The transformer(s) of a pipeline (``transformer`` and, for Wan 2.2, ``transformer_2``), or
+    ``[target]`` for a transformer model."""
     if isinstance(target, torch.nn.Module):
         return [target]
     found = [getattr(target, name, None) for name in ("transformer", "transformer_2")]

@@ -31,12 +31,22 @@ import numpy as np
 import torch
 
 from ..method_spec import MethodSpec, parse_method_spec, parse_method_specs
-from ..pipelines.loading import BUILT_IN, call_arguments, call_parameters, is_built_in, load_pipeline, output_videos
+from ..patching import transformers_of
+from ..pipelines.loading import (
+    BUILT_IN,
+    call_arguments,
+    call_default,
+    call_parameters,
+    is_built_in,
+    load_pipeline,
+    output_videos,
+    required_call_parameters,
+)
 from . import metrics, prompt_following
 from .lpips import find_lpips_weights, lpips
 from .prompts import HELD_OUT, Prompt, batch_arguments, load_prompts
 from .report import strip_name, write_strip
-from .timing import attention_share, environment, peak_memory_bytes, reset_peak_memory, timed_call, transformers_of
+from .timing import attention_share, environment, peak_memory_bytes, reset_peak_memory, timed_call
 
 REFERENCE = "dense"
 FLOOR = "noise floor"
@@ -88,7 +98,6 @@ class EvalResult:
     environment: dict
     runs: list[dict] = field(default_factory=list)
     methods: dict = field(default_factory=dict)  # spec -> per-method facts (config, speed profile, errors)
-    out: Path | None = None
 
     def to_json(self) -> dict:
         return {"settings": self.settings, "environment": self.environment, "methods": self.methods, "runs": self.runs}
@@ -130,12 +139,12 @@ class _Evaluation:
         self.built_in = is_built_in(settings.model)
         self.call = call_arguments(self.pipe, steps=settings.steps, guidance=settings.guidance,
                                    frames=settings.frames, height=settings.height, width=settings.width)
-        self.steps = self.call.get("num_inference_steps") or _default(self.pipe, "num_inference_steps")
-        guidance = self.call.get("guidance_scale", _default(self.pipe, "guidance_scale"))
+        self.steps = self.call.get("num_inference_steps") or call_default(self.pipe, "num_inference_steps")
+        guidance = self.call.get("guidance_scale", call_default(self.pipe, "guidance_scale"))
         self.accepted = call_parameters(self.pipe)
         # FLUX and HunyuanVideo embed a distilled guidance_scale; their classifier-free guidance
         # (which needs negative prompts) is true_cfg_scale.
-        cfg = _default(self.pipe, "true_cfg_scale") if "true_cfg_scale" in self.accepted else guidance
+        cfg = call_default(self.pipe, "true_cfg_scale") if "true_cfg_scale" in self.accepted else guidance
         self.guided = cfg is not None and cfg > 1.0
         _check_pipeline_inputs(self.pipe, self.prompts, self.accepted)
         batch = settings.batch_size or (min(len(self.prompts), 32) if self.built_in else 1)
@@ -153,7 +162,7 @@ class _Evaluation:
                       "floor_backend": self.floor_backend,
                       "frames_scored": "in memory, rounded to uint8",
                       "lpips_weights": None if self.lpips_info is None else self.lpips_info.as_dict()},
-            environment=environment(self.device, self.dtype), out=out,
+            environment=environment(self.device, self.dtype),
         )
         self.done: set[tuple[str, int, int]] = set()
         if resume and (out / RESULTS_FILE).is_file():
@@ -233,10 +242,9 @@ class _Evaluation:
                 self._fail_all(REFERENCE, "reference", [(seed, batch)], error)
                 continue
             for p, video in zip(batch, videos):
-                frames = metrics.to_uint8(video)
+                frames = self._record(REFERENCE, "reference", p, seed, video, None, speed, compute_fraction=1.0)
                 np.save(frames_dir / _frames_name(p, seed), frames)
                 self.dense[(p, seed)] = frames
-                self._record(REFERENCE, "reference", p, seed, video, None, speed, compute_fraction=1.0)
             self._save()
         info["peak_memory_bytes"] = self._peak(REFERENCE)
         if self.settings.profile_attention:
@@ -357,8 +365,9 @@ class _Evaluation:
             return None
 
     # -- records ----------------------------------------------------------------------------
-    def _record(self, label, role, p, seed, video, reference, speed, compute_fraction) -> None:
-        """Score one video (and against ``reference``, dense uint8 frames, when given) and keep the run."""
+    def _record(self, label, role, p, seed, video, reference, speed, compute_fraction) -> np.ndarray:
+        """Score one video (and against ``reference``, dense uint8 frames, when given), keep the run
+        and return the video's uint8 frames."""
         frames = metrics.to_uint8(video)
         scored = frames.astype(np.float32) / 255.0  # exactly the uint8 frames, as the metrics take them
         moving = len(frames) > 1
@@ -382,31 +391,27 @@ class _Evaluation:
                 quality.update(colour_ok=followed["colour_ok"], motion_ok=followed["motion_ok"])
         if role == "method" and (p, seed) == (0, self.settings.seeds[0]):
             write_strip(self.out / strip_name(label), reference, frames)
-        self.result.runs = [r for r in self.result.runs if (r["method"], r["prompt_index"], r["seed"]) != (label, p, seed)]
-        self.result.runs.append({"method": label, "role": role, "prompt_index": p, "prompt": self.prompts[p].text,
-                                 "seed": seed, "status": "ok", "error": None, "quality": quality, "speed": speed,
-                                 "compute_fraction": compute_fraction})
+        self._keep(label, role, p, seed, status="ok", error=None, quality=quality, speed=speed,
+                   compute_fraction=compute_fraction)
         self.done.add((label, p, seed))
-        self.bar.update(1)
+        return frames
 
     def _fail_all(self, label, role, batches, error) -> None:
         message = _one_line(error)
         logging.getLogger(__name__).warning("%s failed: %s", label, message)
         for seed, batch in batches:
             for p in batch:
-                if (label, p, seed) in self.done:
-                    continue
-                self.result.runs = [r for r in self.result.runs
-                                    if (r["method"], r["prompt_index"], r["seed"]) != (label, p, seed)]
-                self.result.runs.append({"method": label, "role": role, "prompt_index": p, "prompt": self.prompts[p].text,
-                                         "seed": seed, "status": "failed", "error": message, "quality": {},
-                                         "speed": {}, "compute_fraction": None})
-                self.bar.update(1)
+                if (label, p, seed) not in self.done:
+                    self._keep(label, role, p, seed, status="failed", error=message, quality={}, speed={},
+                               compute_fraction=None)
         self._save()
 
-    def _finished(self, label: str, batch: tuple[int, list[int]]) -> bool:
-        seed, prompts = batch
-        return all((label, p, seed) in self.done for p in prompts)
+    def _keep(self, label, role, p, seed, **fields) -> None:
+        """The run record of (label, prompt, seed), replacing an earlier one (a failed run retried)."""
+        self.result.runs = [r for r in self.result.runs if (r["method"], r["prompt_index"], r["seed"]) != (label, p, seed)]
+        self.result.runs.append({"method": label, "role": role, "prompt_index": p, "prompt": self.prompts[p].text,
+                                 "seed": seed, **fields})
+        self.bar.update(1)
 
     def _save(self) -> None:
         path = self.out / RESULTS_FILE
@@ -434,13 +439,9 @@ def _prompt_hash(prompts: list[Prompt]) -> str:
 
 def _check_pipeline_inputs(pipe, prompts: list[Prompt], accepted: set[str]) -> None:
     """Refuse, before any generation, what the harness cannot feed this pipeline."""
-    import inspect
-
     supplied = {"prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "num_frames", "height", "width",
                 "generator", "output_type"} | set(prompts[0].embeddings)
-    required = [name for name, parameter in inspect.signature(type(pipe).__call__).parameters.items()
-                if name != "self" and parameter.default is inspect.Parameter.empty
-                and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) and name not in supplied]
+    required = [name for name in required_call_parameters(pipe) if name not in supplied]
     if required:
         raise ValueError(f"--model: {type(pipe).__name__} needs {', '.join(required)}, which ditaccel eval does not "
                          "supply (text-to-video and text-to-image pipelines only)")
@@ -466,13 +467,6 @@ def _check_resumable(previous: dict, current: EvalResult) -> None:
 
 def _frames_name(prompt_index: int, seed: int) -> str:
     return f"p{prompt_index:03d}_s{seed}.npy"
-
-
-def _default(pipe, name: str):
-    import inspect
-
-    parameter = inspect.signature(type(pipe).__call__).parameters.get(name)
-    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
 
 def _floor_backend(choice: str | None, dense_backend: str | None, device: torch.device) -> str | None:

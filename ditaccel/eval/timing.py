@@ -21,6 +21,8 @@ import time
 
 import torch
 
+from ..patching import transformers_of
+
 
 class _Intervals:
     """Start/stop marks on the device's clock; ``seconds()`` after the work is done."""
@@ -62,11 +64,6 @@ def _timed_modules(modules, intervals: _Intervals):
     finally:
         for handle in handles:
             handle.remove()
-
-
-def transformers_of(pipe) -> list[torch.nn.Module]:
-    found = [getattr(pipe, name, None) for name in ("transformer", "transformer_2")]
-    return [t for t in found if isinstance(t, torch.nn.Module)]
 
 
 def is_cuda(pipe) -> bool:

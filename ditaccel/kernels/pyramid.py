@@ -24,7 +24,7 @@ import torch
 
 from .. import checks
 from .attention import _check_qkv
-from .piecewise import _check_block_size, _compute_dtype, _run_reference, blocked
+from .piecewise import _check_block_size, _compute_dtype, _run_reference
 from .reference import masked_softmax, query_block_chunks
 
 LEVELS = (0, 1, 2, 4, 8)  # 0 = skip

@@ -64,16 +64,32 @@ def load_pipeline(model: str | Path | None = BUILT_IN, *, device: str | torch.de
     # Components saved as None (a pipeline without a text encoder, used with prompt embeddings)
     # must be passed as None again.
     absent = {name: None for name, value in index.items() if isinstance(value, list) and value[:2] == [None, None]}
+    pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **dtype_argument(dtype), **absent)
+    return pipe.to(device)
+
+
+def dtype_argument(dtype: torch.dtype) -> dict:
+    """``from_pretrained``'s dtype keyword: diffusers renamed ``torch_dtype`` to ``dtype`` (and
+    deprecated the old name)."""
     from diffusers.pipelines import pipeline_utils
 
-    # diffusers renamed from_pretrained's torch_dtype to dtype (and deprecated the old name).
-    dtype_key = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
-    pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, **{dtype_key: dtype}, **absent)
-    return pipe.to(device)
+    return {"dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype": dtype}
 
 
 def call_parameters(pipe) -> set[str]:
     return set(inspect.signature(type(pipe).__call__).parameters)
+
+
+def call_default(pipe, name: str):
+    """The default of ``pipe.__call__``'s parameter ``name`` (None if it has none)."""
+    parameter = inspect.signature(type(pipe).__call__).parameters.get(name)
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
+
+def required_call_parameters(pipe) -> list[str]:
+    """Parameters of ``pipe.__call__`` without a default (an I2V pipeline's ``image``)."""
+    return [name for name, p in inspect.signature(type(pipe).__call__).parameters.items()
+            if name != "self" and p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 def call_arguments(pipe, *, steps: int | None = None, guidance: float | None = None, frames: int | None = None,

@@ -296,10 +296,8 @@ def load_tiny_video_pipeline(
     if dtype is None:
         dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     # Loading with the dtype (not casting afterwards) keeps the modules Wan wants in float32 there.
-    # diffusers renamed from_pretrained's torch_dtype to dtype (and deprecated the old name).
-    from diffusers.pipelines import pipeline_utils
+    from .loading import dtype_argument
 
-    dtype_key = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
-    pipe = TinyVideoPipeline.from_pretrained(path, local_files_only=True, **{dtype_key: dtype})
+    pipe = TinyVideoPipeline.from_pretrained(path, local_files_only=True, **dtype_argument(dtype))
     pipe.text_encoder.to(dtype=torch.float32)
     return pipe.to(device)
