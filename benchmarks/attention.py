@@ -24,6 +24,15 @@ For every (model shape, method) it measures, in one run, interleaved over --roun
     gather back, the path for dilated windows and GPUs without tensor descriptors.
 With --check it first compares the runtime call with the reference backend in bf16 at full size.
 
+Dynamic methods (--methods piecewise,pyramid,topk; their presets for the case's model family) get
+the same records with the method's own columns: q, k from smooth random fields with 3-D rotary
+(benchmarks/fidelity.py's synthetic inputs: pyramid's mass mode depends on the data), the call as
+the runtime makes it in a tile-order forward (video tokens tiled already; text keys extra, text
+queries dense), split into overhead_ms (statistics and selection, or importance, levels, pooling and
+LUT) and kernel_ms, plus exact_rate_vs_cudnn: top-k's kernel (the exact phase alone) against cuDNN
+per computed block. With --check: Triton against the reference backend in bf16 on the same
+selection, at wan1.3b_480p size.
+
 Usage: python benchmarks/attention.py --out DIR [--cases wan14b_720p,...] [--check] [--sweep] [--no-xformers]
 Writes DIR/attention_<gpu>.json (a list of records) and prints a table.
 """
@@ -42,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))  # fidelity.py's synthetic inputs
 
 from ditaccel.kernels import block_sparse_triton as bst  # noqa: E402
 from ditaccel.kernels import ops  # noqa: E402  (the token path the runtime chose)
@@ -258,6 +268,162 @@ def build_layouts(name: str, cfg: dict, methods: list[str]) -> dict:
     return out
 
 
+DYNAMIC_METHODS = ("piecewise", "pyramid", "topk")
+
+
+def dynamic_inputs(cfg: dict, seed: int = 0):
+    """q, k, v [1, video + text, H, D] bf16 on the GPU: video tokens tiled (the method's order, as a
+    tile-order forward hands them over), then the text (last or first as in the model) with its
+    padding; and the text mask."""
+    from fidelity import synthetic_inputs
+
+    H, D, grid = cfg["heads"], cfg["dim"], cfg["grid"]
+    q, k, v = (x.to(torch.bfloat16) for x in synthetic_inputs(grid, H, D, 2.0, seed, 0.5, device="cuda"))
+    text_len = cfg["text"]
+    if text_len:
+        t = [torch.randn(1, text_len, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+        first = cfg.get("text_position") == "first"
+        q, k, v = (torch.cat([b, a] if first else [a, b], dim=1) for a, b in zip((q, k, v), t))
+    mask = torch.arange(text_len, device="cuda")[None] < cfg.get("text_real", text_len) if text_len else None
+    return q, k, v, mask
+
+
+def bench_dynamic(name: str, cfg: dict, methods: list[str], args, gpu: str, checks: list) -> list[dict]:
+    """Records of the dynamic methods on one case (see the module docstring)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from ditaccel.kernels import piecewise_triton as pwt, pyramid_triton as pyt
+    from ditaccel.kernels.pyramid import pyramid_levels
+    from ditaccel.plugins.sparse_attention import SparseAttention
+    from ditaccel.presets import preset
+
+    family = MODELS[name][0]
+    H, D, grid = cfg["heads"], cfg["dim"], cfg["grid"]
+    n_video, text_len = math.prod(grid), cfg["text"]
+    text_real = cfg.get("text_real", text_len)
+    q, k, v, text_mask = dynamic_inputs(cfg)
+    first = cfg.get("text_position") == "first"
+    video = slice(text_len, None) if first else slice(0, n_video)
+    qv, kv, vv = (x[:, video] for x in (q, k, v))
+    # Dense baseline on the real (unpadded) tokens, [B, H, N, D] as SDPA wants them.
+    real = torch.cat([qv, q[:, slice(0, text_real) if first else slice(n_video, n_video + text_real)]], 1) if text_len else qv
+    qd, kd, vd = (x.transpose(1, 2).contiguous() for x in (real, real.roll(1, 1), real.roll(2, 1)))
+
+    def cudnn():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return F.scaled_dot_product_attention(qd, kd, vd)
+
+    tau = D**-0.5
+    records = []
+    for method_name in methods:
+        method = preset(method_name, family)[0]
+        runner = SparseAttention(method, backend="triton")
+        text_kw = dict(text_len=text_len, text_position=("first" if first else "last") if text_len else "none",
+                       text_mask=text_mask, video_tiled=True)
+
+        def call():
+            return runner.attend_dynamic(q, k, v, grid, **text_kw)[0]
+
+        bs = method.block_size
+        nb = -(-n_video // bs)
+        if method_name == "pyramid":
+            levels = pyramid_levels(qv, kv, block_size=bs, mode=method.mode, thresholds=method.thresholds,
+                                    min_full_fraction=method.min_full_fraction, fractions=method.fractions)
+
+            def overhead():
+                lv = pyramid_levels(qv, kv, block_size=bs, mode=method.mode, thresholds=method.thresholds,
+                                    min_full_fraction=method.min_full_fraction, fractions=method.fractions)
+                return pyt.pool_kv(kv, vv, bs), pyt.pyramid_lut(lv)
+
+            pooled, lut = overhead()
+
+            def kernel():
+                return pyt.pyramid_attention_op(qv, kv, vv, pooled.k, pooled.v, pooled.log_count, lut.offsets, lut.indices,
+                                                None, None, None, tau, bs)
+
+            from ditaccel.plugins.pyramid import pyramid_compute_fraction
+
+            fraction = float(pyramid_compute_fraction(levels, n_video, bs))
+            level_share = {str(lv): float((levels == lv).float().mean()) for lv in (0, 1, 2, 4, 8)}
+        else:
+            order = method.order if method_name == "piecewise" else None
+            keep = max(1, math.floor(method.density * nb + 1e-9))
+
+            def overhead():
+                stats = pwt.piecewise_statistics_op(qv, kv, vv, bs, order == 1)
+                return stats, pwt.select_blocks(stats[0], stats[1], stats[2], tau, keep)
+
+            stats, (lut, sel) = overhead()
+            ht = (stats[5] * (tau / n_video)).to(qv.dtype) if order == 1 else None
+            summary = order is not None
+
+            def kernel():
+                return pwt.piecewise_attention_op(qv, kv, vv, lut, None, sel if summary else None,
+                                                  stats[3] if summary else None, stats[4] if summary else None, ht,
+                                                  None, None, None, tau, bs, keep)
+
+            fraction = (min(n_video, keep * bs) + (nb - keep if summary else 0)) / n_video
+            level_share = None
+        try:
+            call()
+            torch.cuda.synchronize()
+            t = bench_rounds({"ours": call, "overhead": overhead, "kernel": kernel, "cudnn": cudnn}, args.rounds)
+        except Exception as e:
+            traceback.print_exc()
+            records.append(dict(case=name, method=method_name, gpu=gpu, error=f"{type(e).__name__}: {str(e)[:300]}"))
+            continue
+        rec = dict(case=name, method=method_name, gpu=gpu, config=repr(method), tokens=n_video + text_real,
+                   video_tokens=n_video, text_tokens=text_len, heads=H, head_dim=D, dtype="bfloat16",
+                   inputs="synthetic smooth fields + 3-D rotary (benchmarks/fidelity.py, sigma 2, own 0.5)",
+                   computed_fraction=fraction, level_share=level_share,
+                   ours_ms=t["ours"], overhead_ms=t["overhead"], kernel_ms=t["kernel"], cudnn_dense_ms=t["cudnn"],
+                   speedup_vs_cudnn=t["cudnn"] / t["ours"], overhead_share=t["overhead"] / t["ours"],
+                   rounds={k: v for k, v in t["rounds"].items()})
+        records.append(rec)
+        print("  " + json.dumps({k: rec[k] for k in ("method", "computed_fraction", "ours_ms", "overhead_ms", "kernel_ms",
+                                                     "cudnn_dense_ms", "speedup_vs_cudnn", "overhead_share")}), flush=True)
+    # The exact phase's rate: top-k's kernel computes only its selected blocks.
+    for r in records:
+        if r["method"] == "topk" and "kernel_ms" in r:
+            r["exact_rate_vs_cudnn"] = r["computed_fraction"] * r["cudnn_dense_ms"] * n_video**2 / r["tokens"] ** 2 / r["kernel_ms"]
+    del q, k, v, qd, kd, vd
+    torch.cuda.empty_cache()
+    return records
+
+
+def check_dynamic(methods: list[str], checks: list) -> None:
+    """Triton against the reference backend in bf16, on the same blocks (wan1.3b_480p size, text
+    keys of a HunyuanVideo-like joint attention as extra keys)."""
+    from ditaccel.kernels import piecewise_attention, pyramid_attention, pyramid_levels, topk_attention
+    from ditaccel.kernels import piecewise_triton as pwt
+
+    cfg = dict(CASES["wan1.3b_480p"], text=256, text_real=200, text_position="last")
+    q, k, v, mask = dynamic_inputs(cfg, seed=1)
+    n = math.prod(cfg["grid"])
+    qv, kv, vv = (x[:, :n] for x in (q, k, v))
+    extra = (k[:, n:], v[:, n:], mask.sum(1).to(torch.int32))
+    for name in methods:
+        for order in ((0, 1) if name == "piecewise" else (None,)):
+            if name == "pyramid":
+                for mode in ("mass", "fraction"):
+                    levels = pyramid_levels(qv, kv, block_size=128, mode=mode)
+                    args = dict(levels=levels, block_size=128, extra_kv=extra)
+                    out = pyramid_attention(qv, kv, vv, backend="triton", **args).float()
+                    ref = pyramid_attention(qv, kv, vv, backend="reference", **args).float()
+                    checks.append(dict(method=f"pyramid ({mode})", rel_l2_err=float((out - ref).norm() / ref.norm()),
+                                       tokens=n, heads=cfg["heads"], dtype="bfloat16"))
+                    print(f"  check {checks[-1]}", flush=True)
+                continue
+            selected = pwt.triton_piecewise_selection(qv, kv, vv, density=0.15, block_size=64)
+            fn = topk_attention if name == "topk" else piecewise_attention
+            kw = dict(selected=selected, block_size=64, extra_kv=extra, **({} if name == "topk" else {"order": order}))
+            out = fn(qv, kv, vv, backend="triton", **kw).float()
+            ref = fn(qv, kv, vv, backend="reference", **kw).float()
+            checks.append(dict(method=name + ("" if order is None else f" (order {order})"),
+                               rel_l2_err=float((out - ref).norm() / ref.norm()), tokens=n, heads=cfg["heads"], dtype="bfloat16"))
+            print(f"  check {checks[-1]}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="benchmarks/results")
@@ -291,6 +457,10 @@ def main() -> None:
         with open(path, "w") as f:
             json.dump({"env": env, "records": records, "checks": checks}, f, indent=1)
 
+    dynamic = [m for m in args.methods.split(",") if m in DYNAMIC_METHODS]
+    if args.check and dynamic:
+        check_dynamic(dynamic, checks)
+        save()
     for name in args.cases.split(","):
         if time.time() - t_start > args.budget_s:
             print(f"budget reached: skipping {name}", flush=True)
@@ -299,8 +469,15 @@ def main() -> None:
         H, D, grid = cfg["heads"], cfg["dim"], cfg["grid"]
         n_video = math.prod(grid)
         print(f"== {name}: {H}x{D}, grid {grid} = {n_video} video tokens, text {cfg['text']}", flush=True)
+        dynamic = [m for m in args.methods.split(",") if m in DYNAMIC_METHODS]
+        if dynamic:
+            records += bench_dynamic(name, cfg, dynamic, args, gpu, checks)
+            save()
+        static = [m for m in args.methods.split(",") if m not in DYNAMIC_METHODS]
+        if not static:
+            continue
         try:
-            layouts = build_layouts(name, cfg, args.methods.split(","))
+            layouts = build_layouts(name, cfg, static)
         except Exception:
             traceback.print_exc()
             continue

@@ -86,11 +86,13 @@ COLORS = {"topk": "black", "piecewise/order=0": "tab:orange", "piecewise/order=1
 
 
 def _smooth_field(shape: tuple[int, int, int], channels: int, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """Gaussian-filtered white noise: [T*H*W, channels] in raster order, unit RMS per channel."""
+    """Gaussian-filtered white noise: [T*H*W, channels] in raster order, unit RMS per channel, on
+    the generator's device."""
     radius = max(1, math.ceil(3 * sigma))
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
+    device = generator.device
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64, device=device) / sigma) ** 2)
     taps = (taps / taps.sum()).float()
-    x = torch.randn(1, channels, *shape, generator=generator)
+    x = torch.randn(1, channels, *shape, generator=generator, device=device)
     for axis in range(3):  # separable filter; circular padding keeps the field stationary
         pad = [0, 0, 0, 0, 0, 0]
         pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
@@ -106,9 +108,10 @@ def _rope_3d(x: torch.Tensor, shape: tuple[int, int, int], theta: float = 10000.
     position * theta^(-2j / part)."""
     D = x.shape[-1]
     parts = (D - 4 * (D // 6), 2 * (D // 6), 2 * (D // 6))
-    grid = torch.stack(torch.meshgrid(*[torch.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3).double()
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n, device=x.device) for n in shape], indexing="ij"), -1).reshape(-1, 3).double()
     angles = torch.cat(
-        [grid[:, a, None] * theta ** (-torch.arange(0, p, 2, dtype=torch.float64) / p) for a, p in enumerate(parts)], dim=-1
+        [grid[:, a, None] * theta ** (-torch.arange(0, p, 2, dtype=torch.float64, device=x.device) / p) for a, p in enumerate(parts)],
+        dim=-1,
     ).float()  # [N, D/2]
     cos, sin = angles.cos()[None, :, None], angles.sin()[None, :, None]
     even, odd = x[..., 0::2], x[..., 1::2]
@@ -116,10 +119,11 @@ def _rope_3d(x: torch.Tensor, shape: tuple[int, int, int], theta: float = 10000.
 
 
 def synthetic_inputs(grid: tuple[int, int, int], heads: int, head_dim: int, sigma: float, seed: int,
-                     own: float) -> tuple[torch.Tensor, ...]:
-    """q, k, v [1, N, heads, head_dim]: q and k = shared smooth field + ``own`` x their own smooth
-    field, RMS-normalised per token (as Wan's RMS norm), then 3-D rotary; v an independent field."""
-    g = torch.Generator().manual_seed(seed)
+                     own: float, device: str = "cpu") -> tuple[torch.Tensor, ...]:
+    """q, k, v [1, N, heads, head_dim] (fp32, on ``device``): q and k = shared smooth field + ``own``
+    x their own smooth field, RMS-normalised per token (as Wan's RMS norm), then 3-D rotary; v an
+    independent field."""
+    g = torch.Generator(device=device).manual_seed(seed)
     C = heads * head_dim
 
     def field():

@@ -1,7 +1,7 @@
 """ditaccel: one-line sparse attention for diffusers video and image diffusion transformers.
 
     import ditaccel
-    ditaccel.patch(pipe, "radial")   # or "neighborhood", or a config object
+    ditaccel.patch(pipe, "radial")   # or "neighborhood", "piecewise", "pyramid", "topk", or a config object
     video = pipe(prompt, ...).frames[0]
     ditaccel.unpatch(pipe)           # back to the exact original behaviour
 """
@@ -9,7 +9,10 @@
 from .patching import PatchHandle, Summary, is_patched, patch, summary, unpatch
 from .pipelines import supported_models
 from .plugins.neighborhood import Neighborhood
+from .plugins.piecewise import Piecewise
+from .plugins.pyramid import Pyramid
 from .plugins.radial import Radial
+from .plugins.topk import TopK
 from .presets import PRESETS
 from .schedule import Schedule
 
@@ -19,9 +22,12 @@ __all__ = [
     "Neighborhood",
     "PRESETS",
     "PatchHandle",
+    "Piecewise",
+    "Pyramid",
     "Radial",
     "Schedule",
     "Summary",
+    "TopK",
     "is_patched",
     "patch",
     "summary",

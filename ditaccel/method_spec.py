@@ -22,12 +22,17 @@ import re
 from dataclasses import dataclass, field
 
 from .plugins.neighborhood import Neighborhood
+from .plugins.piecewise import Piecewise
+from .plugins.pyramid import Pyramid
 from .plugins.radial import Radial
+from .plugins.topk import TopK
 from .presets import PRESETS, default_schedule, preset
 from .schedule import Schedule
 
 # Lower-case name -> config class. A new method registers its config here.
-METHOD_CONFIGS: dict[str, type] = {"radial": Radial, "neighborhood": Neighborhood}
+METHOD_CONFIGS: dict[str, type] = {
+    "radial": Radial, "neighborhood": Neighborhood, "piecewise": Piecewise, "pyramid": Pyramid, "topk": TopK,
+}
 _SCHEDULE_FIELDS = {f.name for f in dataclasses.fields(Schedule)}
 DENSE = "dense"
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
@@ -57,7 +62,7 @@ class MethodSpec:
         if overrides:
             base = Schedule()
             if family is not None:
-                base = preset(self.method, family)[1] if isinstance(self.method, str) else default_schedule(family)
+                base = preset(self.method, family)[1] if isinstance(self.method, str) else default_schedule(family, self.method)
             arguments["schedule"] = dataclasses.replace(base, **overrides)
         return arguments
 

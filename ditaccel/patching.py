@@ -21,13 +21,16 @@ from .context import StepContext, timestep_value
 from .pipelines import adapter_for
 from .pipelines.base import AttentionLayer, ModelAdapter, argument
 from .plugins.neighborhood import Neighborhood
+from .plugins.piecewise import Piecewise
+from .plugins.pyramid import Pyramid
 from .plugins.radial import Radial
 from .plugins.sparse_attention import SparseAttention
-from .presets import default_schedule, preset, radial_defaults
+from .plugins.topk import TopK
+from .presets import PRESETS, default_schedule, preset, radial_defaults
 from .schedule import Schedule
 from .tile_order import TileOrderHooks, uses_tile_order
 
-METHOD_TYPES = (Radial, Neighborhood)
+METHOD_TYPES = (Radial, Neighborhood, Piecewise, Pyramid, TopK)
 _STATE_ATTR = "_ditaccel_patch"
 
 
@@ -36,6 +39,7 @@ class LayerHistory:
     dense_steps: set[int] = field(default_factory=set)
     sparse_steps: set[int] = field(default_factory=set)
     calls: int = 0  # transformer forwards through this layer
+    sparse_calls: int = 0  # of which sparse
     computed_blocks: float = 0.0  # sum over those forwards of the fraction of blocks computed (dense = 1)
 
 
@@ -56,6 +60,10 @@ class PatchState:
         self.context = StepContext()
         self.history = {layer.index: LayerHistory() for layer in self.layers}
         self._densities: dict = {}  # grid -> video block density of the method's layout
+        # Dynamic methods: the sum of the computed fractions their sparse calls reported, kept on
+        # the device (reading it back every call would synchronise; summary() reads it once). One
+        # sum for all layers: indexing by layer would specialise a compiled block per layer.
+        self._dynamic_computed: torch.Tensor | None = None
         self.tile_order_hooks = None
         self.token_order: str | None = None  # how the last sparse forward ordered its video tokens (summary)
         if tile_order and adapter.tile_order_modules is not None:
@@ -84,13 +92,20 @@ class PatchState:
             history = self.history[layer.index]
             (history.dense_steps if dense else history.sparse_steps).add(ctx.step)
             history.calls += 1
-            history.computed_blocks += 1.0 if dense else self.block_density(ctx.grid)
+            history.sparse_calls += 0 if dense else 1
+            # A dynamic method's sparse calls report their own fraction (attend()).
+            history.computed_blocks += 1.0 if dense else 0.0 if self.runner.dynamic else self.block_density(ctx.grid)
         device = argument(args, kwargs, "hidden_states", 0).device
         text_len = self.adapter.text_len(module, args, kwargs) if any_sparse else None
-        if text_len is not None:
+        if text_len is not None or (any_sparse and self.runner.dynamic):  # a dynamic method needs no text length
             # Build (or look up) the layout here, outside any torch.compile region: traced inside
             # a compiled block, layout construction would become part of the graph.
-            self.runner.layout(ctx.grid, text_len, device)
+            self.runner.prepare(ctx.grid, text_len or 0, device)
+        if any_sparse and self.runner.dynamic and (self._dynamic_computed is None or self._dynamic_computed.device != device):
+            previous = self._dynamic_computed
+            self._dynamic_computed = torch.zeros((), dtype=torch.float32, device=device)
+            if previous is not None:
+                self._dynamic_computed += previous.to(device)
         return self._enter_tile_order(module, args, kwargs, device) if any_sparse else None
 
     def block_density(self, grid) -> float:
@@ -103,7 +118,7 @@ class PatchState:
     def _enter_tile_order(self, module, args, kwargs, device):
         """Run this forward's blocks in tile order when the layout's tiling allows it (see
         tile_order.py); returns the forward arguments that had to be reordered, if any."""
-        tiling = self.runner.video_layout(self.context.grid).tiling
+        tiling = self.runner.tiling(self.context.grid)
         if tiling.tile is None:
             self.token_order = "raster (the layout needs no tiles)"
             return None
@@ -130,10 +145,22 @@ class PatchState:
 
     def attend(self, layer: int, q, k, v, *, text_len: int = 0, text_mask=None, scale=None):
         """Called by the sparse processors with q, k, v in the model's [B, S, H, D] order."""
-        return self.runner(
-            q, k, v, self.context.grid, text_len=text_len, text_position=self.adapter.text_position, text_mask=text_mask,
-            scale=scale, video_tiled=self.context.tile_order,
-        )
+        arguments = dict(text_len=text_len, text_position=self.adapter.text_position, text_mask=text_mask, scale=scale,
+                         video_tiled=self.context.tile_order)
+        if not self.runner.dynamic:
+            return self.runner(q, k, v, self.context.grid, **arguments)
+        out, fraction = self.runner.attend_dynamic(q, k, v, self.context.grid, **arguments)
+        if self._dynamic_computed is not None:  # None only when called outside a patched forward
+            self._dynamic_computed += fraction
+        return out
+
+    def dynamic_mean_fraction(self) -> float | None:
+        """The mean computed fraction over every sparse call of the dynamic method so far (reads the
+        device once); None before the first."""
+        calls = sum(h.sparse_calls for h in self.history.values())
+        if not calls or self._dynamic_computed is None:
+            return None
+        return float(self._dynamic_computed) / calls
 
     def restore(self) -> None:
         for layer in self.layers:
@@ -147,7 +174,8 @@ class PatchState:
 
 @dataclass
 class Summary:
-    """Per attention layer: method, block density on the last grid, which steps ran dense."""
+    """Per attention layer: method, block density on the last grid (a dynamic method's: its mean
+    computed fraction over every sparse call so far), which steps ran dense."""
 
     rows: list[dict]
     token_order: dict[str, str] = field(default_factory=dict)  # transformer -> video token order of its last sparse forward
@@ -192,6 +220,7 @@ class PatchHandle:
         """Forget which steps ran dense or sparse so far (e.g. after a warm-up generation)."""
         for state in self.states:
             state.history = {layer.index: LayerHistory() for layer in state.layers}
+            state._dynamic_computed = None
 
     def __enter__(self) -> "PatchHandle":
         return self
@@ -209,8 +238,8 @@ def patch(target, method, *, schedule: Schedule | None = None, cache=None, backe
     Args:
         target: a diffusers pipeline (its ``transformer`` and, for Wan 2.2, ``transformer_2``) or
             a transformer model.
-        method: a preset name ("radial", "neighborhood") or a config (``ditaccel.Radial(...)``,
-            ``ditaccel.Neighborhood(...)``).
+        method: a preset name ("radial", "neighborhood", "piecewise", "pyramid", "topk") or a
+            config (``ditaccel.Radial(...)``, ``Neighborhood``, ``Piecewise``, ``Pyramid``, ``TopK``).
         schedule: which steps and layers stay dense; None = the preset's / model's default.
         cache: attention caching across steps (not available yet; must be None).
         backend: "auto" (Triton on CUDA, else the PyTorch reference), "triton" or "reference".
@@ -268,10 +297,18 @@ def summary(target) -> Summary:
         if state is None:
             raise ValueError(f"{type(transformer).__name__} is not patched by ditaccel")
         grid = state.context.grid
-        density = state.runner.video_layout(grid).video_block_density() if grid is not None else None
+        dynamic = state.runner.dynamic
+        if dynamic:
+            # Per call, a dynamic method's fraction depends on the data; counted over all layers.
+            density = state.dynamic_mean_fraction()
+        else:
+            density = state.runner.video_layout(grid).video_block_density() if grid is not None else None
         for layer in state.layers:
             h = state.history[layer.index]
             always_dense = state.schedule.layer_is_dense(layer.index)
+            computed = h.computed_blocks
+            if dynamic and density is not None:
+                computed += h.sparse_calls * density
             rows.append(
                 {
                     "transformer": type(transformer).__name__,
@@ -283,7 +320,7 @@ def summary(target) -> Summary:
                     "dense_steps": sorted(h.dense_steps),
                     "sparse_steps": sorted(h.sparse_steps),
                     "calls": h.calls,
-                    "computed_blocks": h.computed_blocks,
+                    "computed_blocks": computed,
                 }
             )
         if state.token_order is not None:
@@ -314,10 +351,10 @@ def _resolve_method(method, family: str):
     if isinstance(method, Radial):
         filled = {k: v for k, v in radial_defaults(family).items() if getattr(method, k) is None}
         return dataclasses.replace(method, **filled), default_schedule(family)
-    if isinstance(method, Neighborhood):
-        return method, default_schedule(family)
+    if isinstance(method, (Neighborhood, Piecewise, Pyramid, TopK)):
+        return method, default_schedule(family, method)
     raise TypeError(
-        f"method must be a preset name ('radial', 'neighborhood') or a config object "
+        f"method must be a preset name ({', '.join(repr(p) for p in sorted(PRESETS))}) or a config object "
         f"({', '.join(t.__name__ for t in METHOD_TYPES)}), got {type(method).__name__}"
     )
 

@@ -8,7 +8,10 @@ sink). Families the papers did not tune get the Wan schedule with decay 1.0 (our
 from __future__ import annotations
 
 from .plugins.neighborhood import Neighborhood
+from .plugins.piecewise import Piecewise
+from .plugins.pyramid import Pyramid
 from .plugins.radial import Radial
+from .plugins.topk import TopK
 from .schedule import Schedule
 
 WARMUP = 0.24  # 12 of 50 steps
@@ -29,14 +32,31 @@ _NEIGHBORHOOD = {
     # token density is 0.21 (the earlier window's 0.125): per-family windows are issue 15's work.
     "default": (Neighborhood(window=(0.375, 0.75, 0.75), stride=2), Schedule(dense_steps=WARMUP, dense_layers=1)),
 }
-PRESETS = {"radial": _RADIAL, "neighborhood": _NEIGHBORHOOD}
+# Piecewise (PISA): density 0.15 in blocks of 64 (the paper's setting). PISA published only a
+# FLUX script (first 4 attention layers dense, no dense steps); its Wan and HunyuanVideo
+# schedules are not public, so video families get the radial presets' warm-up (our choice).
+_PIECEWISE = {
+    "flux": (Piecewise(), Schedule(dense_steps=0, dense_layers=4)),
+    "default": (Piecewise(), Schedule(dense_steps=WARMUP, dense_layers=1)),
+}
+# Top-k: the keep-or-drop baseline, on piecewise's blocks and schedules.
+_TOPK = {family: (TopK(density=m.density, block_size=m.block_size), s) for family, (m, s) in _PIECEWISE.items()}
+# Pyramid (PSA, configs/attention_config.yaml): Wan2.1 by cumulative mass (0.4 / 0.5 / 0.6 / 0.8,
+# at least 6% exact), CogVideoX and the families it has no preset for by block fractions
+# (10% / 5% / 0 / 20%, about 15% of dense compute); 15 of 50 steps dense, no dense layer.
+_PYRAMID_WARMUP = 0.3
+_PYRAMID = {
+    "wan": (Pyramid(mode="mass"), Schedule(dense_steps=_PYRAMID_WARMUP)),
+    "default": (Pyramid(mode="fraction"), Schedule(dense_steps=_PYRAMID_WARMUP)),
+}
+PRESETS = {"radial": _RADIAL, "neighborhood": _NEIGHBORHOOD, "piecewise": _PIECEWISE, "pyramid": _PYRAMID, "topk": _TOPK}
 
 
 
 def preset(name: str, family: str):
     """(method config, schedule) for preset ``name`` on model ``family``."""
     if not isinstance(name, str) or name not in PRESETS:
-        raise ValueError(f"unknown method or preset {name!r}; choose one of {sorted(PRESETS)} or pass a config object (ditaccel.Radial, ditaccel.Neighborhood)")
+        raise ValueError(f"unknown method or preset {name!r}; choose one of {sorted(PRESETS)} or pass a config object (ditaccel.Radial, Neighborhood, Piecewise, Pyramid, TopK)")
     table = PRESETS[name]
     return table.get(family, table["default"])
 
@@ -47,6 +67,9 @@ def radial_defaults(family: str) -> dict:
     return {"decay": config.decay, "sink": config.sink}
 
 
-def default_schedule(family: str) -> Schedule:
-    """The schedule used with a config object: the radial preset's schedule for the family."""
+def default_schedule(family: str, method=None) -> Schedule:
+    """The schedule used with a config object: a dynamic method's (piecewise, top-k, pyramid) is its
+    preset's for the family (the papers' warm-ups differ), the static methods' the radial preset's."""
+    if getattr(method, "dynamic", False):
+        return preset(method.name, family)[1]
     return _RADIAL.get(family, _RADIAL["default"])[1]

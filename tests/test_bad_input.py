@@ -72,7 +72,7 @@ def test_unknown_preset_lists_presets():
     from tiny_pipelines import build_wan
 
     pipe = build_wan().pipe
-    with pytest.raises(ValueError, match=r"unknown method or preset 'fast'.*\['neighborhood', 'radial'\]"):
+    with pytest.raises(ValueError, match=r"unknown method or preset 'fast'.*\['neighborhood', 'piecewise', 'pyramid', 'radial', 'topk'\]"):
         ditaccel.patch(pipe, "fast")
     with pytest.raises(TypeError, match="method must be a preset name"):
         ditaccel.patch(pipe, 42)

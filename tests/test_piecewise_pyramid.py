@@ -312,10 +312,6 @@ def test_bad_inputs_name_the_parameter():
         piecewise_attention(q, k, v, density=0.5, block_size=0)
     with pytest.raises(ValueError, match="backend"):
         piecewise_attention(q, k, v, density=0.5, block_size=16, backend="cuda")
-    with pytest.raises(NotImplementedError, match="Triton"):
-        piecewise_attention(q, k, v, density=0.5, block_size=16, backend="triton")
-    with pytest.raises(NotImplementedError, match="Triton"):
-        topk_attention(q, k, v, density=0.5, block_size=16, backend="triton")
     with pytest.raises(ValueError, match=r"levels.*\[0, 1, 2, 4, 8\]"):
         pyramid_attention(q, k, v, levels=torch.full((1, 1, nb, nb), 3), block_size=16)
     with pytest.raises(ValueError, match="levels"):
@@ -324,8 +320,6 @@ def test_bad_inputs_name_the_parameter():
         pyramid_attention(q, k, v, levels=torch.ones(1, 4, nb, nb, dtype=torch.int64), block_size=16)
     with pytest.raises(ValueError, match="q, k, v"):
         pyramid_attention(q, k, v[..., :8], levels=torch.ones(1, 1, nb, nb, dtype=torch.int64), block_size=16)
-    with pytest.raises(NotImplementedError, match="Triton"):
-        pyramid_attention(q, k, v, levels=torch.ones(1, 1, nb, nb, dtype=torch.int64), block_size=16, backend="triton")
     with pytest.raises(ValueError, match="mode"):
         pyramid_levels(q, k, block_size=16, mode="energy")
     with pytest.raises(ValueError, match="thresholds"):

@@ -18,7 +18,16 @@ the H term). The reference writes each unselected block as one summary key with 
 single softmax with one max per row covers exact and summary logits alike: the approximate mass
 is rescaled with the running max by construction (the PISA kernel forgets that rescaling).
 
-Only the reference backend exists so far; ``backend="auto"`` runs it, ``"triton"`` raises.
+``extra_kv=(k_extra, v_extra, kv_len)`` adds keys every query row attends exactly (joint
+attention's text tokens, [B, M, H, D]; keys at index >= kv_len[b] are padding and ignored). They
+join the exact logits of the one softmax and never enter the statistics or the selection; text
+queries are the caller's business.
+
+Backends: ``"reference"`` (below, PyTorch), ``"triton"`` (``piecewise_triton``: a statistics
+kernel, the scores by one batched matmul, a top-blocks kernel writing the LUT, one fused attention
+kernel; three custom ops, so ``torch.compile(fullgraph=True)`` traces it, and no host
+synchronisation once the autotuner has seen the shape), ``"auto"`` (Triton on CUDA tensors when
+Triton is importable and the kernels take the shapes, else the reference).
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from typing import NamedTuple
 import torch
 
 from .. import checks
-from .attention import BACKENDS, _check_qkv
+from .attention import BACKENDS, _check_qkv, _check_triton_inputs
 from .reference import masked_softmax, query_block_chunks
 
 # Added to ||H_J||_F before the log in the selection score, as in the paper.
@@ -87,16 +96,23 @@ def piecewise_attention(
     block_size: int = 64,
     order: int = 1,
     scale: float | None = None,
+    extra_kv: tuple | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Exact attention on the selected key blocks, Taylor approximation (``order`` 0 or 1) of every
     other block, one softmax per row. Give exactly one of ``density`` (the method's own selection,
     see ``piecewise_selection``) or ``selected`` (bool ``[B|1, H|1, blocks, blocks]``).
-    q, k, v: [B, N, H, D]; returns [B, N, H, D] in q's dtype (accumulated in fp32)."""
+    q, k, v: [B, N, H, D]; returns [B, N, H, D] in q's dtype (accumulated in fp32).
+
+    ``extra_kv``: optional ``(k_extra, v_extra, kv_len)``, k_extra and v_extra ``[B, M, H, D]``
+    keys and values every query row attends exactly besides its blocks (joint attention's text),
+    kv_len None or an integer tensor ``[B]``: keys at index >= kv_len[b] are ignored (padded text;
+    values outside [0, M] are clipped). They are not part of the statistics or the selection.
+
+    The Triton backend (fp16/bf16/fp32; block_size 16, 32, 64 or 128; head_dim up to 128, padded
+    to a power of two) makes no host synchronisation on either selection path."""
     checks.choice("order", order, (0, 1))
-    selected = _resolve_selection(q, k, v, density, selected, block_size, scale)
-    _run_reference(backend, "piecewise_attention")
-    return _reference_piecewise(q, k, v, selected, block_size, scale, order)
+    return _attention(q, k, v, density, selected, block_size, order, scale, extra_kv, backend)
 
 
 def topk_attention(
@@ -108,44 +124,74 @@ def topk_attention(
     selected: torch.Tensor | None = None,
     block_size: int = 64,
     scale: float | None = None,
+    extra_kv: tuple | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Attention over the selected key blocks only (piecewise's selection; the other blocks are
-    dropped). Arguments as for ``piecewise_attention``. A query row whose ``selected`` row is all
-    False attends nothing: its output is zero."""
-    selected = _resolve_selection(q, k, v, density, selected, block_size, scale)
-    _run_reference(backend, "topk_attention")
-    return _reference_piecewise(q, k, v, selected, block_size, scale, None)
+    dropped), plus the ``extra_kv`` keys. Arguments as for ``piecewise_attention``. A query row
+    whose ``selected`` row is all False and that has no extra key attends nothing: its output is
+    zero."""
+    return _attention(q, k, v, density, selected, block_size, None, scale, extra_kv, backend)
 
 
-def _reference_piecewise(q, k, v, selected, block_size: int, scale: float | None, order: int | None) -> torch.Tensor:
-    """order 0/1: piecewise; None: unselected blocks dropped (top-k)."""
+def _attention(q, k, v, density, selected, block_size: int, order: int | None, scale, extra_kv, backend: str) -> torch.Tensor:
+    """order 0/1: piecewise; None: top-k. Checks at the boundary, then one backend."""
+    _check_qkv(q, k, v)
+    _check_block_size(block_size)
+    selected = _check_selection(q, density, selected, block_size)
+    extra_kv = _check_extra_kv(extra_kv, q)
+    if _use_triton(backend, q, block_size):
+        from .piecewise_triton import triton_piecewise_attention
+
+        return triton_piecewise_attention(q, k, v, density=density, selected=selected, block_size=block_size, order=order,
+                                          scale=scale, extra_kv=extra_kv)
+    if density is not None:
+        selected = _select(q, piecewise_statistics(k, v, block_size), density, block_size, scale)
+    return _reference_piecewise(q, k, v, selected, block_size, scale, order, extra_kv)
+
+
+def _reference_piecewise(q, k, v, selected, block_size: int, scale: float | None, order: int | None,
+                         extra_kv: tuple | None = None) -> torch.Tensor:
+    """order 0/1: piecewise; None: unselected blocks dropped (top-k). Extra keys join the exact logits."""
     B, N, H, D = q.shape
     dtype = _compute_dtype(q)
     tau = D**-0.5 if scale is None else scale
     qt, kt, vt = (x.transpose(1, 2).to(dtype) for x in (q, k, v))  # [B, H, N, D]
     key_block = torch.arange(N, device=q.device) // block_size
     nb = -(-N // block_size)
+    M = 0
+    if extra_kv is not None:
+        k_extra, v_extra, kv_len = extra_kv
+        M = k_extra.shape[1]
+        ket, vet = (x.transpose(1, 2).to(device=q.device, dtype=dtype) for x in (k_extra, v_extra))  # [B, H, M, D]
+        extra_ok = torch.ones(B, M, dtype=torch.bool, device=q.device)
+        if kv_len is not None:
+            extra_ok = torch.arange(M, device=q.device)[None, :] < kv_len.to(q.device)[:, None]
+        extra_ok = extra_ok[:, None, None, :]  # [B, 1, 1, M]
     if order is not None:
         stats = piecewise_statistics(k, v, block_size)
         log_n = stats.counts.log()
         vbar = stats.vsum / stats.counts[:, None]
         h_per_token = stats.h.sum(2) / N  # H / T: [B, H, D, D]
     out = torch.empty(B, H, N, D, dtype=dtype, device=q.device)
-    for first, rows in query_block_chunks(N, block_size, B * H * (N + nb)):
+    for first, rows in query_block_chunks(N, block_size, B * H * (N + M + nb)):
         sel = selected[:, :, torch.arange(rows.start, rows.stop, device=q.device) // block_size]  # [., ., r, nb]
         qr = qt[:, :, rows]
-        exact = (tau * qr @ kt.transpose(-1, -2)).masked_fill(~sel[..., key_block], -math.inf)
-        if order is None:
-            out[:, :, rows] = masked_softmax(exact) @ vt
-            continue
-        summary = (tau * qr @ stats.kbar.transpose(-1, -2) + log_n).masked_fill(sel, -math.inf)
-        w = masked_softmax(torch.cat([exact, summary], dim=-1))
-        w_exact, w_summary = w[..., :N], w[..., N:]
-        o = w_exact @ vt + w_summary @ vbar
-        if order == 1:
-            # sum_{J not sel} e^{tau q.kbar_J} tau n_J (H/T)^T q, normalised: the summary mass times tau (H/T)^T q.
-            o = o + w_summary.sum(-1, keepdim=True) * tau * (qr @ h_per_token)
+        logits = [(tau * qr @ kt.transpose(-1, -2)).masked_fill(~sel[..., key_block], -math.inf)]
+        if M:
+            logits.append((tau * qr @ ket.transpose(-1, -2)).masked_fill(~extra_ok, -math.inf))
+        if order is not None:
+            logits.append((tau * qr @ stats.kbar.transpose(-1, -2) + log_n).masked_fill(sel, -math.inf))
+        w = masked_softmax(torch.cat(logits, dim=-1))
+        o = w[..., :N] @ vt
+        if M:
+            o = o + w[..., N : N + M] @ vet
+        if order is not None:
+            w_summary = w[..., N + M :]
+            o = o + w_summary @ vbar
+            if order == 1:
+                # sum_{J not sel} e^{tau q.kbar_J} tau n_J (H/T)^T q, normalised: the summary mass times tau (H/T)^T q.
+                o = o + w_summary.sum(-1, keepdim=True) * tau * (qr @ h_per_token)
         out[:, :, rows] = o
     return out.transpose(1, 2).to(q.dtype)
 
@@ -162,14 +208,13 @@ def _select(q, stats: PiecewiseStatistics, density: float, block_size: int, scal
     return torch.zeros_like(score, dtype=torch.bool).scatter_(-1, top, True)
 
 
-def _resolve_selection(q, k, v, density, selected, block_size: int, scale) -> torch.Tensor:
-    _check_qkv(q, k, v)
-    _check_block_size(block_size)
+def _check_selection(q, density, selected, block_size: int) -> torch.Tensor | None:
+    """Exactly one of density / selected; selected checked and moved to q's device."""
     if (density is None) == (selected is None):
         raise ValueError("give exactly one of density (the method's own selection) or selected (a bool block mask)")
     if density is not None:
         _check_density(density)
-        return _select(q, piecewise_statistics(k, v, block_size), density, block_size, scale)
+        return None
     B, N, H, _ = q.shape
     nb = -(-N // block_size)
     if not isinstance(selected, torch.Tensor) or selected.dtype != torch.bool:
@@ -180,6 +225,68 @@ def _resolve_selection(q, k, v, density, selected, block_size: int, scale) -> to
             f"got {tuple(selected.shape)}"
         )
     return selected.to(q.device)
+
+
+def _check_extra_kv(extra_kv, q: torch.Tensor) -> tuple | None:
+    """extra_kv = (k_extra, v_extra, kv_len): [B, M, H, D] keys and values of q's batch, heads and
+    head dim, kv_len None or an integer [B] tensor. Shapes and dtypes only (values would need a
+    host sync)."""
+    if extra_kv is None:
+        return None
+    if not isinstance(extra_kv, (tuple, list)) or len(extra_kv) != 3:
+        raise ValueError(f"extra_kv must be a tuple (k_extra, v_extra, kv_len), got {type(extra_kv).__name__}"
+                         + (f" of length {len(extra_kv)}" if isinstance(extra_kv, (tuple, list)) else ""))
+    k_extra, v_extra, kv_len = extra_kv
+    B, _, H, D = q.shape
+    for name, x in (("k_extra", k_extra), ("v_extra", v_extra)):
+        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+            raise ValueError(f"extra_kv: {name} must be a floating-point tensor [B, M, H, D], got {_describe(x)}")
+        if x.dim() != 4 or x.shape[0] != B or x.shape[2:] != (H, D):
+            raise ValueError(f"extra_kv: {name} must have shape [{B}, M, {H}, {D}] (q's batch, heads, head_dim), "
+                             f"got {tuple(x.shape)}")
+    if v_extra.shape != k_extra.shape:
+        raise ValueError(f"extra_kv: k_extra and v_extra must have the same shape, got {tuple(k_extra.shape)} and "
+                         f"{tuple(v_extra.shape)}")
+    if kv_len is not None:
+        if not isinstance(kv_len, torch.Tensor) or kv_len.dtype.is_floating_point or kv_len.dtype.is_complex or kv_len.dtype == torch.bool:
+            raise ValueError(f"extra_kv: kv_len must be None or an integer tensor [{B}], got {_describe(kv_len)}")
+        if tuple(kv_len.shape) != (B,):
+            raise ValueError(f"extra_kv: kv_len must have shape [{B}] (one length per sample), got {tuple(kv_len.shape)}")
+    return k_extra, v_extra, kv_len
+
+
+def _use_triton(backend: str, q: torch.Tensor, block_size: int) -> bool:
+    """Does this call run the Triton path? "triton" insists (and checks what the kernels take),
+    "auto" takes it on CUDA tensors when Triton is importable and the shapes are supported."""
+    checks.choice("backend", backend, BACKENDS)
+    if backend == "reference":
+        return False
+    supported = block_size in TRITON_BLOCK_SIZES and q.shape[-1] <= TRITON_MAX_HEAD_DIM
+    if backend == "auto":
+        return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16, torch.float32) and supported and _triton_importable()
+    _check_triton_inputs(q)
+    if block_size not in TRITON_BLOCK_SIZES:
+        raise ValueError(f"block_size must be one of {TRITON_BLOCK_SIZES} for the Triton backend, got {block_size}")
+    if q.shape[-1] > TRITON_MAX_HEAD_DIM:
+        raise ValueError(f"head_dim must be at most {TRITON_MAX_HEAD_DIM} for the Triton backend, got {q.shape[-1]}")
+    if not _triton_importable():
+        raise ValueError("backend='triton' needs Triton (pip install triton); use backend='auto' or 'reference'")
+    return True
+
+
+# What the Triton kernels take: tl.dot needs tiles of >= 16, and the statistics kernel keeps two
+# block x block fp32 Gram matrices in registers, so blocks stop at 128; head dims up to 128 are
+# zero-padded to the next power of two.
+TRITON_BLOCK_SIZES = (16, 32, 64, 128)
+TRITON_MAX_HEAD_DIM = 128
+
+
+def _triton_importable() -> bool:
+    try:
+        from . import piecewise_triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def blocked(x: torch.Tensor, block_size: int) -> torch.Tensor:

@@ -11,20 +11,33 @@ carries log of their count. All levels share one softmax per query row.
 (mode "mass") or by fixed fractions of blocks per level (mode "fraction").
 
 q, k, v are ``[B, N, H, D]`` in canonical order; blocks are consecutive runs of ``block_size``
-tokens, the last one may be short. Only the reference backend exists so far; ``backend="auto"``
-runs it, ``"triton"`` raises.
+tokens, the last one may be short.
+
+Extra keys (``extra_kv=(k_extra, v_extra, kv_len)``): keys and values ``[B, M, H, D]`` that every
+query row attends exactly (level 1), in the same softmax as the pyramid levels: a joint-attention
+model's text tokens, which never enter level assignment. ``kv_len`` (int ``[B]`` or None) ends
+sample b's extra keys at ``kv_len[b]`` (padded text; values are clamped to [0, M]). The text
+queries themselves are not handled here: the caller attends them (densely) on its own.
+
+Backends: ``"triton"`` (pyramid_triton.py: pooled levels in one buffer, a LUT grouped by level,
+one pipelined loop per level; CUDA tensors, or CPU ones under TRITON_INTERPRET=1), ``"reference"``
+(plain PyTorch, below), ``"auto"`` (Triton on CUDA when importable and the block size and head dim
+suit it, else the reference). ``pyramid_attention`` validates its arguments (the level values cost
+one host synchronisation); ``pyramid_forward`` is the runtime's entry: no validation, and with the
+Triton backend no host synchronisation at all.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
 import torch
 
 from .. import checks
-from .attention import _check_qkv
-from .piecewise import _check_block_size, _compute_dtype, _run_reference
+from .attention import BACKENDS, _check_qkv, _check_triton_inputs, _triton_usable
+from .piecewise import _check_block_size, _compute_dtype
 from .reference import masked_softmax, query_block_chunks
 
 LEVELS = (0, 1, 2, 4, 8)  # 0 = skip
@@ -63,16 +76,20 @@ def pyramid_pool(k: torch.Tensor, v: torch.Tensor, level: int, block_size: int) 
     B, N, H, D = k.shape
     per_block = -(-block_size // level)
     tok = torch.arange(N, device=k.device)
-    group = (tok // block_size) * per_block + (tok % block_size) // level  # group ids, gaps in a short last block
-    used, group = torch.unique(group, return_inverse=True)
+    # Group ids run 0, 1, ... without gaps: every block but the last is full, and the last one's
+    # groups are its first ceil(tokens / level). Their number is a Python int (no torch.unique,
+    # whose data-dependent size torch.compile cannot trace).
+    group = (tok // block_size) * per_block + (tok % block_size) // level
+    full, n_last = divmod(N, block_size)
+    groups = full * per_block + -(-n_last // level)
     dtype = _compute_dtype(k)
-    counts = torch.zeros(len(used), dtype=dtype, device=k.device).index_add_(0, group, torch.ones(N, dtype=dtype, device=k.device))
+    counts = torch.zeros(groups, dtype=dtype, device=k.device).index_add_(0, group, torch.ones(N, dtype=dtype, device=k.device))
 
     def mean(x):
-        sums = x.new_zeros(B, len(used), H, D, dtype=dtype).index_add_(1, group, x.to(dtype))
+        sums = x.new_zeros(B, groups, H, D, dtype=dtype).index_add_(1, group, x.to(dtype))
         return sums / counts[None, :, None, None]
 
-    return PooledKV(mean(k), mean(v), counts.log(), used // per_block)
+    return PooledKV(mean(k), mean(v), counts.log(), torch.arange(groups, device=k.device) // per_block)
 
 
 def pyramid_attention(
@@ -83,32 +100,98 @@ def pyramid_attention(
     levels: torch.Tensor,
     block_size: int = 128,
     scale: float | None = None,
+    extra_kv: tuple | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Attention where query block I sees key block J pooled at level ``levels[b, h, I, J]``.
 
     levels: int ``[B|1, H|1, blocks, blocks]`` with values in {0, 1, 2, 4, 8} (0 = skip).
     q, k, v: [B, N, H, D]; returns [B, N, H, D] in q's dtype (accumulated in fp32). A query block
-    whose levels are all 0 attends nothing: its output is zero."""
+    whose levels are all 0 (and no extra keys) attends nothing: its output is zero.
+    extra_kv: optional ``(k_extra, v_extra, kv_len)``, keys and values [B, M, H, D] every query row
+    attends exactly, the first ``kv_len[b]`` of them for sample b (kv_len: int [B] or None = all M).
+    backend: "auto", "triton" or "reference" (module docstring)."""
     _check_qkv(q, k, v)
     _check_block_size(block_size)
     levels = _check_levels(levels, q, block_size)
-    _run_reference(backend, "pyramid_attention")
+    extra_kv = _check_extra_kv(extra_kv, q)
+    checks.choice("backend", backend, BACKENDS)
+    return pyramid_forward(q, k, v, levels=levels, block_size=block_size, scale=scale, extra_kv=extra_kv, backend=backend)
+
+
+def pyramid_forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    levels: torch.Tensor,
+    block_size: int,
+    scale: float | None,
+    extra_kv: tuple | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """``pyramid_attention`` without argument validation, for the runtime: the caller guarantees
+    the shapes and the level values. With the Triton backend (and ``levels``, ``kv_len`` on q's
+    device) it never synchronises with the host, so it can run inside CUDA graphs and
+    torch.compile(fullgraph=True)."""
+    if _use_triton(backend, q, block_size):
+        from .pyramid_triton import triton_pyramid_attention  # imported lazily: Triton is optional
+
+        return triton_pyramid_attention(q, k, v, levels, block_size, scale, extra_kv)
+    return _reference_pyramid(q, k, v, levels, block_size, scale, extra_kv)
+
+
+def _use_triton(backend: str, q: torch.Tensor, block_size: int) -> bool:
+    if backend == "reference":
+        return False
+    if backend == "auto":
+        return (_triton_usable(q) and _triton_block_size_ok(block_size) and q.shape[-1] <= 128
+                and q.dtype in (torch.float16, torch.bfloat16, torch.float32))
+    if backend != "triton":
+        checks.choice("backend", backend, BACKENDS)
+    _check_triton_inputs(q)
+    if not _triton_block_size_ok(block_size):
+        raise ValueError(f"block_size must be a power of two >= 16 for the Triton backend, got {block_size}")
+    if q.shape[-1] > 128:
+        raise ValueError(f"head_dim must be <= 128 for the Triton backend, got {q.shape[-1]}")
+    return True
+
+
+def _triton_block_size_ok(block_size: int) -> bool:
+    return block_size >= 16 and block_size & (block_size - 1) == 0
+
+
+def _reference_pyramid(q, k, v, levels, block_size: int, scale: float | None, extra_kv) -> torch.Tensor:
     B, N, H, D = q.shape
     dtype = _compute_dtype(q)
     tau = D**-0.5 if scale is None else scale
+    levels = levels.to(q.device)
     qt = q.transpose(1, 2).to(dtype)
     out = torch.zeros(B, H, N, D, dtype=dtype, device=q.device)
-    pools = [(lv, pyramid_pool(k, v, lv, block_size)) for lv in LEVELS[1:] if bool((levels == lv).any())]
-    if not pools:
+    # Skip the levels no block uses (a host sync; traced graphs keep them all).
+    tracing = torch.compiler.is_compiling()
+    pools = [(lv, pyramid_pool(k, v, lv, block_size)) for lv in LEVELS[1:] if tracing or bool((levels == lv).any())]
+    extra = None
+    if extra_kv is not None and extra_kv[0].shape[1] > 0:
+        kx, vx, kv_len = extra_kv
+        M = kx.shape[1]
+        extra_bias = torch.zeros(B, 1, 1, M, dtype=dtype, device=q.device)
+        if kv_len is not None:  # padded extra keys: -inf
+            pad = torch.arange(M, device=q.device)[None, :] >= kv_len.to(q.device)[:, None]
+            extra_bias = extra_bias.masked_fill(pad[:, None, None, :], -math.inf)
+        extra = (kx.permute(0, 2, 3, 1).to(dtype), vx.transpose(1, 2).to(dtype), extra_bias)
+    if not pools and extra is None:
         return out.transpose(1, 2).to(q.dtype)
-    values = torch.cat([p.v.transpose(1, 2) for _, p in pools], dim=2)  # every level's pooled values: [B, H, keys, D]
+    values = [p.v.transpose(1, 2) for _, p in pools] + ([extra[1]] if extra else [])
+    values = torch.cat(values, dim=2)  # every level's pooled values, then the extra ones: [B, H, keys, D]
     for _, rows in query_block_chunks(N, block_size, B * H * values.shape[2]):
         lv_rows = levels[:, :, torch.arange(rows.start, rows.stop, device=q.device) // block_size]  # [., ., r, blocks]
         logits = [
             (tau * qt[:, :, rows] @ p.k.permute(0, 2, 3, 1) + p.log_count).masked_fill(lv_rows[..., p.block] != lv, -math.inf)
             for lv, p in pools
         ]
+        if extra is not None:
+            logits.append(tau * qt[:, :, rows] @ extra[0] + extra[2])
         out[:, :, rows] = masked_softmax(torch.cat(logits, dim=-1)) @ values
     return out.transpose(1, 2).to(q.dtype)
 
@@ -162,25 +245,34 @@ def pyramid_levels(
         tier = sum((before >= t).long() for t in thresholds)  # 0..4 -> levels 1, 2, 4, 8, skip
         tier = torch.where(rank < max(1, math.ceil(min_full_fraction * nb)), 0, tier)
     else:
-        bounds = [round(c * nb) for c in torch.tensor(fractions, dtype=torch.float64).cumsum(0).tolist()]
+        bounds = [round(c * nb) for c in itertools.accumulate(fractions)]
         bounds[0] = max(1, bounds[0])
         tier = sum((rank >= max(b, bounds[0])).long() for b in bounds).expand_as(order)
-    by_tier = torch.tensor([1, 2, 4, 8, 0], dtype=torch.int32, device=q.device)
-    return torch.empty_like(order, dtype=torch.int32).scatter_(-1, order, by_tier[tier])
+    # Levels 1, 2, 4, 8 for tiers 0..3, 0 for tier 4 (arithmetic: no host-made tensor, no sync).
+    level = torch.where(tier < 4, torch.bitwise_left_shift(torch.ones_like(tier), tier.clamp(max=3)), 0).to(torch.int32)
+    return torch.empty_like(order, dtype=torch.int32).scatter_(-1, order, level)
 
 
-def _block_importance(q, k, block_size: int, samples: int, scale, generator) -> torch.Tensor:
+def _block_importance(q, k, block_size: int, samples: int, scale, generator, use_triton: bool | None = None) -> torch.Tensor:
+    """[B, H, blocks, blocks] importance (pyramid_levels' docstring). ``use_triton``: None picks the
+    Triton kernel on CUDA when usable (one pass, a few launches); False the chunked torch version."""
     B, N, H, D = q.shape
     tau = D**-0.5 if scale is None else scale
     if generator is None:
-        pos = (torch.arange(samples) * block_size + block_size // 2) // samples  # centres of equal strata
+        pos = (torch.arange(samples, device=q.device) * block_size + block_size // 2) // samples  # centres of equal strata
     else:
-        pos = torch.randperm(block_size, generator=generator)[:samples].sort().values
-    pos = pos.to(q.device)
+        pos = torch.randperm(block_size, generator=generator)[:samples].sort().values.to(q.device)  # one small copy
     nb = -(-N // block_size)
     counts = torch.clamp(N - torch.arange(nb, device=q.device) * block_size, max=block_size)
     # A short last block samples the same relative positions, squeezed into the tokens it has.
     index = (torch.arange(nb, device=q.device) * block_size)[:, None] + pos[None, :] * counts[:, None] // block_size
+    if use_triton is None:
+        use_triton = (_triton_usable(q) and q.dtype in (torch.float16, torch.bfloat16, torch.float32) and D <= 128
+                      and samples <= 128 and tau > 0)
+    if use_triton:
+        from .pyramid_triton import triton_block_importance
+
+        return triton_block_importance(q, k, index, tau)
     dtype = _compute_dtype(q)
     qs = q.transpose(1, 2).to(dtype)[:, :, index]  # [B, H, nb, samples, D]
     ks = k.transpose(1, 2).to(dtype)[:, :, index]
@@ -207,10 +299,43 @@ def _check_levels(levels, q: torch.Tensor, block_size: int) -> torch.Tensor:
             f"got {tuple(levels.shape)}"
         )
     levels = levels.to(q.device)
+    if torch.compiler.is_compiling():
+        return levels  # a traced graph cannot raise on tensor values (and the check would sync)
     bad = ~torch.isin(levels, torch.tensor(LEVELS, dtype=levels.dtype, device=levels.device))
     if bool(bad.any()):
         raise ValueError(f"levels must take values in {list(LEVELS)} (0 = skip), got {sorted(set(levels[bad].tolist()))}")
     return levels
+
+
+def _check_extra_kv(extra_kv, q: torch.Tensor):
+    if extra_kv is None:
+        return None
+    if not isinstance(extra_kv, (tuple, list)) or len(extra_kv) != 3:
+        raise ValueError(f"extra_kv must be a tuple (k_extra, v_extra, kv_len), got {_describe(extra_kv)}")
+    kx, vx, kv_len = extra_kv
+    B, _, H, D = q.shape
+    for name, x in (("k_extra", kx), ("v_extra", vx)):
+        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+            raise ValueError(f"extra_kv: {name} must be a floating-point tensor [B, M, H, D], got {_describe(x)}")
+    if kx.dim() != 4 or (kx.shape[0], kx.shape[2], kx.shape[3]) != (B, H, D) or vx.shape != kx.shape:
+        raise ValueError(
+            f"extra_kv: k_extra and v_extra must both be [{B}, M, {H}, {D}] (q's batch, heads and head_dim); "
+            f"got {tuple(kx.shape)}, {tuple(vx.shape)}"
+        )
+    if kx.device != q.device or vx.device != q.device:
+        raise ValueError(f"extra_kv: k_extra and v_extra must be on q's device {q.device}, got {kx.device}, {vx.device}")
+    if kv_len is not None:
+        bad_type = not isinstance(kv_len, torch.Tensor) or kv_len.dtype.is_floating_point or kv_len.dtype.is_complex
+        if bad_type or kv_len.dtype == torch.bool:
+            raise ValueError(f"extra_kv: kv_len must be None or an integer tensor [{B}], got {_describe(kv_len)}")
+        if tuple(kv_len.shape) != (B,):
+            raise ValueError(f"extra_kv: kv_len must have shape [{B}] (one length per sample), got {tuple(kv_len.shape)}")
+        kv_len = kv_len.to(q.device)
+    return kx, vx, kv_len
+
+
+def _describe(x) -> str:
+    return f"{x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def _check_fractions(name: str, value, *, cumulative: bool) -> tuple[float, ...]:

@@ -165,6 +165,30 @@ def build_tiling(grid: Grid, tile: Grid | None, block_size: int, dilation: Grid 
     return TokenTiling(grid, tuple(tile), block_size, tuple(dilation), raster_to_canon, torch.cat(coord_chunks), tuple(group_shapes))
 
 
+def compact_tiling(grid: Grid, tile: Grid | None, block_size: int) -> TokenTiling:
+    """Tile order with no padding: the tokens sorted by (tile, place in the tile), the edge tiles
+    holding only the tokens they have. A pure permutation of the grid (``canon_len`` equals the
+    token count), for methods that cut the sequence into blocks of ``block_size`` consecutive
+    tokens themselves (the dynamic ones): a block may then straddle two edge tiles, but no block
+    holds a padding token, and a tile-order forward can always use it. ``tile=None``: raster order."""
+    grid = tuple(int(g) for g in grid)
+    if tile is None:
+        return build_tiling(grid, None, block_size) if math.prod(grid) % block_size == 0 else _raster_permutation(grid, block_size)
+    padded = build_tiling(grid, tile, math.prod(tile))
+    real = padded.coords[:, 0] != PAD_COORD
+    # Rank of each token's padded canonical position among the real ones.
+    rank = torch.cumsum(real.long(), 0) - 1
+    return TokenTiling(grid, tuple(tile), block_size, (1, 1, 1), rank[padded.raster_to_canon], padded.coords[real],
+                       padded.group_shapes)
+
+
+def _raster_permutation(grid: Grid, block_size: int) -> TokenTiling:
+    """Raster order without the end padding: the identity permutation."""
+    raster = build_tiling(grid, None, block_size)
+    n = raster.num_tokens
+    return TokenTiling(grid, None, block_size, (1, 1, 1), raster.raster_to_canon, raster.coords[:n], raster.group_shapes)
+
+
 def default_tile(grid: Grid, block_size: int = 128, align: Grid = (1, 1, 1)) -> Grid:
     """A 3-D tile of ``block_size`` tokens for ``grid``.
 

@@ -11,6 +11,12 @@ text first, last or absent). This object:
    tokens where they are (raster rows, or whole tiles as 3-D boxes of the latent grid) and the
    reference backend builds the canonical (tiled) sequence explicitly (kernels/attention.py).
    In a tile-order forward (tile_order.py) the video tokens arrive tiled and nothing is moved.
+
+Dynamic methods (piecewise, top-k, pyramid) have no layout: they choose their blocks from q and k
+in every call. For them (``attend_dynamic``) the video tokens go into the method's token order
+(a pure permutation, nothing to move in a tile-order forward), the method attends them with the
+text keys as extra keys every video query sees exactly (valid text first, padding cut off by a
+per-sample key count), and text queries attend every key densely, as for the static methods.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ import functools
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from ..kernels import BlockLayout, with_text
 from ..kernels.attention import block_sparse_attention_model_order
-from ..kernels.tiling import Grid
+from ..kernels.tiling import Grid, TokenTiling
 
 TEXT_POSITIONS = ("none", "first", "last")
 
@@ -38,10 +45,34 @@ def shared_video_layout(method, grid: Grid) -> BlockLayout:
 
 @dataclass
 class SparseAttention:
-    method: object  # a method config with .build_layout(grid, device=None) and .block_size
+    method: object  # static: .build_layout(grid, device=None); dynamic (.dynamic True): .tiling(grid), .attend(...)
     backend: str = "auto"
     _video_layouts: dict = field(default_factory=dict, repr=False)
     _layouts: dict = field(default_factory=dict, repr=False)
+    _tilings: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def dynamic(self) -> bool:
+        return bool(getattr(self.method, "dynamic", False))
+
+    def tiling(self, grid: Grid) -> TokenTiling:
+        """The order the method's blocks are cut from on ``grid`` (a dynamic method's: built once
+        per grid, then a dict lookup, which a compiled region traces as a constant)."""
+        if not self.dynamic:
+            return self.video_layout(grid).tiling
+        key = tuple(grid)
+        if key not in self._tilings:
+            self._tilings[key] = self.method.tiling(key)
+        return self._tilings[key]
+
+    def prepare(self, grid: Grid, text_len: int, device: torch.device) -> None:
+        """Build (or look up) what the calls on ``grid`` need, outside any compiled region."""
+        if self.dynamic:
+            tiling = self.tiling(grid)
+            if not tiling.is_identity:
+                tiling.cache_device_indices(device)
+        else:
+            self.layout(grid, text_len, device)
 
     def video_layout(self, grid: Grid) -> BlockLayout:
         """The method's layout over the video tokens of ``grid`` (on CPU), built once."""
@@ -98,3 +129,58 @@ class SparseAttention:
             text_len=text_len, text_order=text_order, kv_len=kv_len, scale=scale, backend=self.backend,
             video_tiled=video_tiled,
         )
+
+    def attend_dynamic(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        grid: Grid,
+        *,
+        text_len: int = 0,
+        text_position: str = "none",
+        text_mask: torch.Tensor | None = None,
+        scale: float | None = None,
+        video_tiled: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """A dynamic method's call: arguments as for ``__call__``. Returns the output in the model's
+        order and the computed fraction of the video-video attention the method reports."""
+        if text_position not in TEXT_POSITIONS:
+            raise ValueError(f"text_position must be one of {list(TEXT_POSITIONS)}, got {text_position!r}")
+        B, S, H, D = q.shape
+        n_video = grid[0] * grid[1] * grid[2]
+        if S - text_len != n_video:
+            raise ValueError(
+                f"latent grid (T', H', W')={tuple(grid)} has {n_video} tokens but the attention call has "
+                f"{S - text_len} video tokens (sequence {S}, text {text_len}); the grid does not match the sequence"
+            )
+        first = text_position == "first"
+        video = slice(text_len, S) if first else slice(0, n_video)
+        text = slice(0, text_len) if first else slice(n_video, S)
+        tiling = self.tiling(grid)
+        move = not video_tiled and not tiling.is_identity
+        qv, kv, vv = (tiling.to_canonical(x[:, video]) if move else x[:, video] for x in (q, k, v))
+        extra = mask = None
+        if text_len:
+            kt, vt, kv_len = k[:, text], v[:, text], None
+            if text_mask is not None:
+                mask = text_mask.to(device=q.device, dtype=torch.bool)
+                # Valid text first (stable), so the padding is a suffix the key count cuts off.
+                index = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :, None, None].expand_as(kt)
+                kt, vt, kv_len = kt.gather(1, index), vt.gather(1, index), mask.sum(1).to(torch.int32)
+            extra = (kt, vt, kv_len)
+        out_video, fraction = self.method.attend(qv, kv, vv, extra_kv=extra, scale=scale, backend=self.backend)
+        out = torch.empty_like(q)
+        out[:, video] = tiling.from_canonical(out_video) if move else out_video
+        if text_len:
+            # Text queries see every key, as in the static methods' layouts (padded text masked).
+            attn_mask = None
+            if mask is not None:
+                keys = torch.ones(B, S, dtype=torch.bool, device=q.device)
+                keys[:, text] = mask
+                attn_mask = keys[:, None, None, :]
+            out_text = F.scaled_dot_product_attention(
+                q[:, text].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_mask, scale=scale
+            )
+            out[:, text] = out_text.transpose(1, 2).to(q.dtype)
+        return out, fraction
