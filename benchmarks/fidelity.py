@@ -51,6 +51,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ditaccel.plugins.dynamic import dynamic_tiling  # noqa: E402
 from ditaccel.kernels.piecewise import piecewise_attention, piecewise_selection, topk_attention  # noqa: E402
 from ditaccel.kernels.pyramid import (  # noqa: E402
     BLOCK_FRACTIONS,
@@ -390,14 +391,27 @@ def main() -> None:
                         help="heads evaluated per captured input, rotating over the model's heads from one input to "
                              "the next (the reference backends are slow on a CPU)")
     parser.add_argument("--synthetic", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--token-order", choices=("raster", "tiled"), default="raster",
+                        help="blocks cut from raster order, or from the dynamic methods' 3-D tile order (their default)")
+    parser.add_argument("--captured-grid", type=int, nargs=3, default=(16, 16, 16), metavar=("T", "H", "W"),
+                        help="the built-in model's latent grid at its default size")
     args = parser.parse_args()
     started = time.perf_counter()
     cpu_started = time.process_time()
 
     records = []
     grid = tuple(args.grid)
+
+    def ordered(tensors, grid):
+        """q, k, v in the token order the blocks are cut from (dense attention does not change)."""
+        if args.token_order == "raster":
+            return tensors
+        tiling = dynamic_tiling(tuple(grid), BLOCK_SIZE, "tiled")
+        assert tiling.num_tokens == tensors[0].shape[1], (grid, tensors[0].shape)
+        return tuple(tiling.to_canonical(x) for x in tensors)
+
     if args.synthetic:
-        q, k, v = synthetic_inputs(grid, args.heads, args.head_dim, args.sigma, args.seed, args.own)
+        q, k, v = ordered(synthetic_inputs(grid, args.heads, args.head_dim, args.sigma, args.seed, args.own), grid)
         records += sweep(q, k, v, {"input": "synthetic", "step": None, "layer": None, "heads": list(range(args.heads))})
         print(f"synthetic done ({time.perf_counter() - started:.0f} s)", flush=True)
     if args.steps and args.layers:
@@ -406,7 +420,7 @@ def main() -> None:
         for i, ((step, layer), (q, k, v)) in enumerate(sorted(captured.items())):
             model_heads = q.shape[2]
             heads = sorted({(i * args.heads_per_capture + j) % model_heads for j in range(args.heads_per_capture)})
-            q, k, v = (x[:, :, heads] for x in (q, k, v))
+            q, k, v = ordered(tuple(x[:, :, heads] for x in (q, k, v)), args.captured_grid)
             records += sweep(q, k, v, {"input": "captured", "step": step, "layer": layer, "heads": heads})
         print(f"captured done ({time.perf_counter() - started:.0f} s)", flush=True)
         captured_shape = list(next(iter(captured.values()))[0].shape)
@@ -440,14 +454,16 @@ def main() -> None:
                              "and samples (block_size // 4, evenly spaced) at their defaults",
         "targets": list(TARGET_FRACTIONS),
         "synthetic": {"grid_thw": list(grid), "tokens": math.prod(grid), "heads": args.heads, "head_dim": args.head_dim,
-                      "sigma": args.sigma, "own": args.own, "seed": args.seed, "token_order": "raster",
+                      "sigma": args.sigma, "own": args.own, "seed": args.seed, "token_order": args.token_order,
                       "q_k": "shared + own x private smooth field, RMS-normalised per token, Wan 3-D rotary (theta 1e4)",
                       "v": "independent smooth field"},
         "captured": {"model": "built-in tiny video model (diffusers WanTransformer3DModel), self-attention attn1",
                      "shape_bnhd": captured_shape, "prompt": PROMPT, "seed": args.seed, "num_steps": args.num_steps,
                      "guidance": args.guidance, "branch": "cond", "heads_per_capture": args.heads_per_capture,
                      "heads_rule": "input i (in (step, layer) order) evaluates heads (i * n + j) mod heads, j < n", "steps_0_based": list(args.steps),
-                     "layers": list(args.layers), "token_order": "raster (frame, row, column)"},
+                     "layers": list(args.layers), "grid_thw": list(args.captured_grid),
+                     "token_order": args.token_order + (" (frame, row, column)" if args.token_order == "raster" else
+                                                        " (3-D tiles of 64 tokens, ditaccel.plugins.dynamic.dynamic_tiling)")},
         "compare_up_to": COMPARE_UP_TO,
         "panels": {
             "synthetic": f"synthetic {'x'.join(map(str, grid))} = {math.prod(grid)} tokens, {args.heads} heads",
