@@ -93,26 +93,32 @@ class PatchState:
             (history.dense_steps if dense else history.sparse_steps).add(ctx.step)
             history.calls += 1
             history.sparse_calls += 0 if dense else 1
-            # A dynamic method's sparse calls report their own fraction (attend()).
-            history.computed_blocks += 1.0 if dense else 0.0 if self.runner.dynamic else self.block_density(ctx.grid)
+            # A data-dependent method's sparse calls count on the device instead (attend()).
+            history.computed_blocks += 1.0 if dense else self.block_density(ctx.grid) or 0.0
         device = argument(args, kwargs, "hidden_states", 0).device
         text_len = self.adapter.text_len(module, args, kwargs) if any_sparse else None
         if text_len is not None or (any_sparse and self.runner.dynamic):  # a dynamic method needs no text length
             # Build (or look up) the layout here, outside any torch.compile region: traced inside
             # a compiled block, layout construction would become part of the graph.
             self.runner.prepare(ctx.grid, text_len or 0, device)
-        if any_sparse and self.runner.dynamic and (self._dynamic_computed is None or self._dynamic_computed.device != device):
+        data_dependent = self.runner.dynamic and self.block_density(ctx.grid) is None
+        if any_sparse and data_dependent and (self._dynamic_computed is None or self._dynamic_computed.device != device):
             previous = self._dynamic_computed
             self._dynamic_computed = torch.zeros((), dtype=torch.float32, device=device)
             if previous is not None:
                 self._dynamic_computed += previous.to(device)
         return self._enter_tile_order(module, args, kwargs, device) if any_sparse else None
 
-    def block_density(self, grid) -> float:
-        """Computed video block pairs / all, for the method's layout on ``grid`` (cached per grid)."""
+    def block_density(self, grid) -> float | None:
+        """Computed video block pairs / all on ``grid`` (cached per grid): of the method's layout, or
+        what a dynamic method computes per call when that does not depend on the data (piecewise,
+        top-k); None when it does (pyramid: counted on the device by attend())."""
         key = tuple(grid)
         if key not in self._densities:
-            self._densities[key] = self.runner.video_layout(key).video_block_density()
+            if self.runner.dynamic:
+                self._densities[key] = self.method.computed_fraction(key)
+            else:
+                self._densities[key] = self.runner.video_layout(key).video_block_density()
         return self._densities[key]
 
     def _enter_tile_order(self, module, args, kwargs, device):
@@ -150,7 +156,9 @@ class PatchState:
         if not self.runner.dynamic:
             return self.runner(q, k, v, self.context.grid, **arguments)
         out, fraction = self.runner.attend_dynamic(q, k, v, self.context.grid, **arguments)
-        if self._dynamic_computed is not None:  # None only when called outside a patched forward
+        # A float is known ahead and was counted in the pre-hook; a tensor depends on the data. The
+        # counter is None only for calls outside a patched forward.
+        if isinstance(fraction, torch.Tensor) and self._dynamic_computed is not None:
             self._dynamic_computed += fraction
         return out
 
@@ -297,17 +305,16 @@ def summary(target) -> Summary:
         if state is None:
             raise ValueError(f"{type(transformer).__name__} is not patched by ditaccel")
         grid = state.context.grid
-        dynamic = state.runner.dynamic
-        if dynamic:
-            # Per call, a dynamic method's fraction depends on the data; counted over all layers.
+        density = state.block_density(grid) if grid is not None else None
+        # A data-dependent method's per-call fraction, counted on the device over all layers.
+        counted = state.runner.dynamic and density is None and grid is not None
+        if counted:
             density = state.dynamic_mean_fraction()
-        else:
-            density = state.runner.video_layout(grid).video_block_density() if grid is not None else None
         for layer in state.layers:
             h = state.history[layer.index]
             always_dense = state.schedule.layer_is_dense(layer.index)
             computed = h.computed_blocks
-            if dynamic and density is not None:
+            if counted and density is not None:
                 computed += h.sparse_calls * density
             rows.append(
                 {

@@ -5,6 +5,8 @@ computed, and unpatch restores."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -51,8 +53,7 @@ def test_full_density_equals_the_unpatched_model(family, name, cases):
             sparse = transformer(**inputs)[0]
             fraction = handle.summary().compute_fraction
     torch.testing.assert_close(sparse, dense, atol=2e-5, rtol=1e-4)
-    if name != "piecewise":  # piecewise counts a summary key per approximated block: none here either
-        assert fraction == pytest.approx(1.0, abs=1e-6)
+    assert fraction == pytest.approx(1.0, abs=1e-6)  # every block exact (piecewise: no summary key left)
 
 
 def _spy(monkeypatch):
@@ -222,3 +223,44 @@ def test_regional_compile_of_a_dynamic_method_on_the_reference_backend(method, c
     # The compiled forward's calls were counted too: 2 forwards x 2 sparse layers.
     assert [row["calls"] for row in summary.rows] == [2, 2]
     assert 0 < summary.compute_fraction < 1
+
+
+@pytest.mark.parametrize("grid, block", [((21, 45, 80), 64), ((13, 30, 45), 128), ((5, 5, 9), 64), ((1, 20, 22), 64)])
+def test_tile_order_of_the_dynamic_methods_is_a_permutation_with_whole_tiles_as_blocks(grid, block):
+    """Whole tiles first: each is exactly one block (a compact 3-D region); the edge tiles the grid
+    cuts short follow. The tiling's coordinates are those of the raster tokens it moves."""
+    from ditaccel.plugins.dynamic import dynamic_tiling
+
+    tiling = dynamic_tiling(grid, block, "tiled")
+    n = tiling.num_tokens
+    assert tiling.canon_len == n and torch.equal(tiling.raster_to_canon.sort().values, torch.arange(n))
+    T, H, W = grid
+    r = torch.arange(n)
+    assert torch.equal(tiling.coords[tiling.raster_to_canon, 1:].long(), torch.stack([r // (H * W), (r // W) % H, r % W], 1))
+    tile = torch.tensor(tiling.tile)
+    whole_tiles = math.prod((g // t for g, t in zip(grid, tiling.tile)))
+    blocks = tiling.coords[: whole_tiles * block, 1:].long().view(whole_tiles, block, 3)
+    span = blocks.amax(1) - blocks.amin(1) + 1
+    assert bool((span == tile).all()) and bool((blocks.amin(1) % tile == 0).all())
+
+
+def test_the_triton_backend_through_the_runtime(monkeypatch):
+    """attend_dynamic with backend="triton" (Triton's interpreter on a CPU): text first and last, a
+    text mask, batch 2, a grid the tile does not divide, strided views of the model's tensors;
+    against the reference backend."""
+    from ditaccel.plugins.sparse_attention import SparseAttention
+
+    pytest.importorskip("triton")
+    grid, text_len, B, H, D = (3, 5, 7), 9, 2, 2, 32
+    n = math.prod(grid)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, n + text_len, H, D, generator=gen) for _ in range(3))
+    mask = torch.ones(B, text_len, dtype=torch.bool)
+    mask[1, 4:] = False
+    for method in (ditaccel.Piecewise(density=0.3), ditaccel.TopK(density=0.3),
+                   ditaccel.Pyramid(mode="fraction", fractions=(0.3, 0.2, 0.2, 0.2), block_size=64)):
+        for position in ("first", "last"):
+            kw = dict(text_len=text_len, text_position=position, text_mask=mask)
+            got = SparseAttention(method, backend="triton").attend_dynamic(q, k, v, grid, **kw)[0]
+            ref = SparseAttention(method, backend="reference").attend_dynamic(q, k, v, grid, **kw)[0]
+            torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)

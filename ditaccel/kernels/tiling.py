@@ -166,19 +166,28 @@ def build_tiling(grid: Grid, tile: Grid | None, block_size: int, dilation: Grid 
 
 
 def compact_tiling(grid: Grid, tile: Grid | None, block_size: int) -> TokenTiling:
-    """Tile order with no padding: the tokens sorted by (tile, place in the tile), the edge tiles
-    holding only the tokens they have. A pure permutation of the grid (``canon_len`` equals the
-    token count), for methods that cut the sequence into blocks of ``block_size`` consecutive
-    tokens themselves (the dynamic ones): a block may then straddle two edge tiles, but no block
-    holds a padding token, and a tile-order forward can always use it. ``tile=None``: raster order."""
+    """Tile order with no padding, for methods that cut the sequence into blocks of ``block_size``
+    consecutive tokens themselves (the dynamic ones): the whole tiles first (raster order over
+    tiles, raster order inside each), then the edge tiles the grid cuts short, each holding only the
+    tokens it has. With tiles of ``block_size`` tokens every whole tile is exactly one block (a
+    compact 3-D region); only the blocks cut from the edge tiles, at the end, straddle tiles. A pure
+    permutation (``canon_len`` equals the token count), so a tile-order forward can always use it.
+    ``tile=None``: raster order."""
     grid = tuple(int(g) for g in grid)
     if tile is None:
         return build_tiling(grid, None, block_size) if math.prod(grid) % block_size == 0 else _raster_permutation(grid, block_size)
-    padded = build_tiling(grid, tile, math.prod(tile))
+    volume = math.prod(tile)
+    padded = build_tiling(grid, tile, volume)
     real = padded.coords[:, 0] != PAD_COORD
-    # Rank of each token's padded canonical position among the real ones.
-    rank = torch.cumsum(real.long(), 0) - 1
-    return TokenTiling(grid, tuple(tile), block_size, (1, 1, 1), rank[padded.raster_to_canon], padded.coords[real],
+    tile_of = torch.arange(real.numel()) // volume
+    short = real.view(-1, volume).sum(1) < volume  # edge tiles the grid cuts short
+    # Canonical order of the real positions: whole tiles first, then the short ones, each in order.
+    position = torch.arange(real.numel())
+    order = torch.argsort(short[tile_of].long() * real.numel() + position)
+    order = order[real[order]]
+    rank = torch.empty(real.numel(), dtype=torch.long)
+    rank[order] = torch.arange(order.numel())
+    return TokenTiling(grid, tuple(tile), block_size, (1, 1, 1), rank[padded.raster_to_canon], padded.coords[order],
                        padded.group_shapes)
 
 

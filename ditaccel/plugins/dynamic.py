@@ -4,8 +4,9 @@ cut from.
 A dynamic method decides per attention call, from q and k, which key blocks each query block
 computes, so it has no layout to build; it needs only an order of the video tokens in which
 consecutive runs of ``block_size`` tokens are compact 3-D regions (its blocks). "tiled" sorts
-the tokens by 3-D tiles of ``block_size`` tokens (edge tiles simply hold fewer, so the order is
-a pure permutation and never adds padding tokens), "raster" keeps the model's order.
+the tokens by 3-D tiles of ``block_size`` tokens, whole tiles first, then the edge tiles the grid
+cuts short (so the order is a pure permutation that adds no padding tokens, and every whole tile
+is one block); "raster" keeps the model's order.
 """
 
 from __future__ import annotations

@@ -51,6 +51,10 @@ class Piecewise:
     def tiling(self, grid: Grid) -> TokenTiling:
         return dynamic_tiling(tuple(grid), self.block_size, self.token_order)
 
+    def computed_fraction(self, grid: Grid) -> float:
+        """What a call computes on ``grid`` (it does not depend on the data): see ``attend``."""
+        return piecewise_compute_fraction(math.prod(grid), self.block_size, self.density, approximate=True)
+
     def attend(self, q, k, v, *, extra_kv=None, scale=None, backend: str = "auto"):
         """q, k, v: [B, N, H, D] video tokens in this method's token order; ``extra_kv`` = (k, v,
         kv_len) attended exactly (text). Returns (output, computed fraction of the video-video

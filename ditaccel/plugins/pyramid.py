@@ -64,6 +64,10 @@ class Pyramid:
     def tiling(self, grid: Grid) -> TokenTiling:
         return dynamic_tiling(tuple(grid), self.block_size, self.token_order)
 
+    def computed_fraction(self, grid: Grid) -> None:
+        """None: what a call computes depends on the data (``attend`` returns it per call)."""
+        return None
+
     def attend(self, q, k, v, *, extra_kv=None, scale=None, backend: str = "auto"):
         """q, k, v: [B, N, H, D] video tokens in this method's token order; ``extra_kv`` = (k, v,
         kv_len) attended exactly (text). Returns (output, computed fraction of the video-video

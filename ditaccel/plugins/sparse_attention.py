@@ -170,8 +170,11 @@ class SparseAttention:
                 kt, vt, kv_len = kt.gather(1, index), vt.gather(1, index), mask.sum(1).to(torch.int32)
             extra = (kt, vt, kv_len)
         out_video, fraction = self.method.attend(qv, kv, vv, extra_kv=extra, scale=scale, backend=self.backend)
+        out_video = tiling.from_canonical(out_video) if move else out_video
+        if not text_len:
+            return out_video, fraction  # no copy into a new buffer: the video is the whole sequence
         out = torch.empty_like(q)
-        out[:, video] = tiling.from_canonical(out_video) if move else out_video
+        out[:, video] = out_video
         if text_len:
             # Text queries see every key, as in the static methods' layouts (padded text masked).
             attn_mask = None

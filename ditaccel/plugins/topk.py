@@ -4,6 +4,7 @@ dropped (``ditaccel.kernels.topk_attention`` is the functional form)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .. import checks
@@ -38,6 +39,10 @@ class TopK:
 
     def tiling(self, grid: Grid) -> TokenTiling:
         return dynamic_tiling(tuple(grid), self.block_size, self.token_order)
+
+    def computed_fraction(self, grid: Grid) -> float:
+        """What a call computes on ``grid`` (it does not depend on the data): see ``attend``."""
+        return piecewise_compute_fraction(math.prod(grid), self.block_size, self.density, approximate=False)
 
     def attend(self, q, k, v, *, extra_kv=None, scale=None, backend: str = "auto"):
         """As ``Piecewise.attend``; the computed fraction counts the selected blocks only."""

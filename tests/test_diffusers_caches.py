@@ -1,0 +1,75 @@
+"""diffusers' own caches (FirstBlockCache, TaylorSeer, MagCache, TextKVCache, PyramidAttentionBroadcast)
+on a patched pipeline, enabled before or after ditaccel.patch: the generation runs, unpatch takes
+only our changes away (the result is then exactly that of the cache alone) and disable_cache then
+gives back the plain pipeline bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ditaccel
+
+from tiny_pipelines import BUILDERS
+
+diffusers = pytest.importorskip("diffusers")
+
+
+def _config(name: str, pipe, steps: int):
+    if name == "first_block":
+        return diffusers.FirstBlockCacheConfig(threshold=0.2)
+    if name == "taylorseer":
+        return diffusers.TaylorSeerCacheConfig()
+    if name == "mag":
+        return diffusers.MagCacheConfig(num_inference_steps=steps, mag_ratios=[1.0] * steps)
+    if name == "text_kv":
+        return diffusers.TextKVCacheConfig()
+    return diffusers.PyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=2,
+                                                     current_timestep_callback=lambda: pipe.current_timestep)
+
+
+CACHES = ["first_block", "taylorseer", "mag", "text_kv", "pab"]
+# Every cache in both orders on Wan (CFG as two calls per step), every cache on FLUX (joint
+# attention), FirstBlockCache on the other families.
+CASES = [("wan", c, o) for c in CACHES for o in ("cache_first", "patch_first")]
+CASES += [("flux", c, "patch_first") for c in CACHES]
+CASES += [(family, "first_block", "patch_first") for family in sorted(BUILDERS) if family not in ("wan", "flux")]
+
+
+@pytest.fixture(scope="module")
+def built():
+    return {}
+
+
+@pytest.mark.parametrize("family, cache, order", CASES)
+def test_a_diffusers_cache_on_a_patched_pipeline(family, cache, order, built):
+    if family not in built:
+        built[family] = BUILDERS[family]()
+    case = built[family]
+    transformer = case.pipe.transformer
+    steps = case.call_kwargs["num_inference_steps"]
+    if cache == "text_kv" and not hasattr(diffusers, "TextKVCacheConfig"):
+        pytest.skip("this diffusers has no TextKVCacheConfig")
+    plain = case.generate()
+    transformer.enable_cache(_config(cache, case.pipe, steps))
+    try:
+        cached_alone = case.generate()
+    finally:
+        transformer.disable_cache()
+    method = ditaccel.Radial(block_size=64)
+    if order == "cache_first":
+        transformer.enable_cache(_config(cache, case.pipe, steps))
+        handle = ditaccel.patch(case.pipe, method, schedule=ditaccel.Schedule())
+    else:
+        handle = ditaccel.patch(case.pipe, method, schedule=ditaccel.Schedule())
+        transformer.enable_cache(_config(cache, case.pipe, steps))
+    try:
+        both = case.generate()
+        assert torch.isfinite(both).all()
+        assert any(row["sparse_steps"] for row in handle.summary().rows), "no layer ran sparse under the cache"
+    finally:
+        ditaccel.unpatch(case.pipe)
+    assert transformer.is_cache_enabled
+    assert torch.equal(case.generate(), cached_alone)  # our changes gone, diffusers' cache still on
+    transformer.disable_cache()
+    assert torch.equal(case.generate(), plain)
