@@ -71,3 +71,42 @@ def head_dim(value: int) -> int:
 
 def _interval(low, high, low_open, high_open) -> str:
     return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def describe(x) -> str:
+    """A value's kind for an error message: "torch.float32 tensor", "list", ..."""
+    dtype = getattr(x, "dtype", None)
+    return f"{dtype} tensor" if dtype is not None and hasattr(x, "shape") else type(x).__name__
+
+
+def extra_kv(value, q):
+    """The ``extra_kv=(k_extra, v_extra, kv_len)`` argument of the dynamic kernels (keys every query
+    attends exactly, e.g. joint attention's text): k_extra and v_extra floating [B, M, H, D] on q's
+    device with q's batch, heads and head dim; kv_len None or an integer [B] tensor (moved to q's
+    device). Shapes and dtypes only: checking values would synchronise with the GPU."""
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        raise ValueError(f"extra_kv must be a tuple (k_extra, v_extra, kv_len), got {describe(value)}"
+                         + (f" of length {len(value)}" if isinstance(value, (tuple, list)) else ""))
+    k_extra, v_extra, kv_len = value
+    B, _, H, D = q.shape
+    for name, x in (("k_extra", k_extra), ("v_extra", v_extra)):
+        if not hasattr(x, "dtype") or not x.dtype.is_floating_point:
+            raise ValueError(f"extra_kv: {name} must be a floating-point tensor [B, M, H, D], got {describe(x)}")
+        if x.dim() != 4 or x.shape[0] != B or tuple(x.shape[2:]) != (H, D):
+            raise ValueError(f"extra_kv: {name} must have shape [{B}, M, {H}, {D}] (q's batch, heads, head_dim), "
+                             f"got {tuple(x.shape)}")
+        if x.device != q.device:
+            raise ValueError(f"extra_kv: {name} must be on q's device {q.device}, got {x.device}")
+    if v_extra.shape != k_extra.shape:
+        raise ValueError(f"extra_kv: k_extra and v_extra must have the same shape, got {tuple(k_extra.shape)} and "
+                         f"{tuple(v_extra.shape)}")
+    if kv_len is not None:
+        dtype = getattr(kv_len, "dtype", None)
+        if dtype is None or dtype.is_floating_point or dtype.is_complex or str(dtype) == "torch.bool":
+            raise ValueError(f"extra_kv: kv_len must be None or an integer tensor [{B}], got {describe(kv_len)}")
+        if tuple(kv_len.shape) != (B,):
+            raise ValueError(f"extra_kv: kv_len must have shape [{B}] (one length per sample), got {tuple(kv_len.shape)}")
+        kv_len = kv_len.to(q.device)
+    return k_extra, v_extra, kv_len

@@ -242,9 +242,9 @@ def test_bad_inputs_name_the_parameter():
         call(kx)
     with pytest.raises(ValueError, match="k_extra and v_extra"):
         call((kx, kx[:, :4], None))
-    with pytest.raises(ValueError, match="k_extra and v_extra"):
+    with pytest.raises(ValueError, match=r"k_extra must have shape \[2, M, 2, 16\]"):
         call((kx[..., :8], kx[..., :8], None))
-    with pytest.raises(ValueError, match="k_extra and v_extra"):
+    with pytest.raises(ValueError, match=r"k_extra must have shape \[2, M, 2, 16\]"):
         call((kx[:1], kx[:1], None))
     with pytest.raises(ValueError, match="k_extra"):
         call((kx.long(), kx, None))

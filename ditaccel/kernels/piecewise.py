@@ -139,7 +139,7 @@ def _attention(q, k, v, density, selected, block_size: int, order: int | None, s
     _check_qkv(q, k, v)
     _check_block_size(block_size)
     selected = _check_selection(q, density, selected, block_size)
-    extra_kv = _check_extra_kv(extra_kv, q)
+    extra_kv = checks.extra_kv(extra_kv, q)
     if _use_triton(backend, q, block_size):
         from .piecewise_triton import triton_piecewise_attention
 
@@ -218,41 +218,13 @@ def _check_selection(q, density, selected, block_size: int) -> torch.Tensor | No
     B, N, H, _ = q.shape
     nb = -(-N // block_size)
     if not isinstance(selected, torch.Tensor) or selected.dtype != torch.bool:
-        raise ValueError(f"selected must be a bool tensor [B|1, H|1, blocks, blocks], got {_describe(selected)}")
+        raise ValueError(f"selected must be a bool tensor [B|1, H|1, blocks, blocks], got {checks.describe(selected)}")
     if selected.dim() != 4 or selected.shape[0] not in (1, B) or selected.shape[1] not in (1, H) or tuple(selected.shape[2:]) != (nb, nb):
         raise ValueError(
             f"selected must have shape [{B} or 1, {H} or 1, {nb}, {nb}] ({N} tokens in blocks of {block_size}), "
             f"got {tuple(selected.shape)}"
         )
     return selected.to(q.device)
-
-
-def _check_extra_kv(extra_kv, q: torch.Tensor) -> tuple | None:
-    """extra_kv = (k_extra, v_extra, kv_len): [B, M, H, D] keys and values of q's batch, heads and
-    head dim, kv_len None or an integer [B] tensor. Shapes and dtypes only (values would need a
-    host sync)."""
-    if extra_kv is None:
-        return None
-    if not isinstance(extra_kv, (tuple, list)) or len(extra_kv) != 3:
-        raise ValueError(f"extra_kv must be a tuple (k_extra, v_extra, kv_len), got {type(extra_kv).__name__}"
-                         + (f" of length {len(extra_kv)}" if isinstance(extra_kv, (tuple, list)) else ""))
-    k_extra, v_extra, kv_len = extra_kv
-    B, _, H, D = q.shape
-    for name, x in (("k_extra", k_extra), ("v_extra", v_extra)):
-        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
-            raise ValueError(f"extra_kv: {name} must be a floating-point tensor [B, M, H, D], got {_describe(x)}")
-        if x.dim() != 4 or x.shape[0] != B or x.shape[2:] != (H, D):
-            raise ValueError(f"extra_kv: {name} must have shape [{B}, M, {H}, {D}] (q's batch, heads, head_dim), "
-                             f"got {tuple(x.shape)}")
-    if v_extra.shape != k_extra.shape:
-        raise ValueError(f"extra_kv: k_extra and v_extra must have the same shape, got {tuple(k_extra.shape)} and "
-                         f"{tuple(v_extra.shape)}")
-    if kv_len is not None:
-        if not isinstance(kv_len, torch.Tensor) or kv_len.dtype.is_floating_point or kv_len.dtype.is_complex or kv_len.dtype == torch.bool:
-            raise ValueError(f"extra_kv: kv_len must be None or an integer tensor [{B}], got {_describe(kv_len)}")
-        if tuple(kv_len.shape) != (B,):
-            raise ValueError(f"extra_kv: kv_len must have shape [{B}] (one length per sample), got {tuple(kv_len.shape)}")
-    return k_extra, v_extra, kv_len
 
 
 def _use_triton(backend: str, q: torch.Tensor, block_size: int) -> bool:
@@ -320,11 +292,3 @@ def _check_density(density) -> None:
         raise ValueError(f"density must be a number in (0, 1], got {density!r}")
 
 
-def _run_reference(backend: str, name: str) -> None:
-    checks.choice("backend", backend, BACKENDS)
-    if backend == "triton":
-        raise NotImplementedError(f"the Triton backend of {name} is not written yet; use backend='auto' or 'reference'")
-
-
-def _describe(x) -> str:
-    return f"{x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__

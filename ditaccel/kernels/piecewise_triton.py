@@ -659,8 +659,8 @@ def triton_piecewise_attention(
     use_tma: bool | None = None,
 ) -> torch.Tensor:
     """The Triton backend of ``piecewise_attention`` (order 0/1) and ``topk_attention`` (order
-    None); arguments already checked. No host synchronisation: statistics op -> top-k and LUT in
-    torch -> attention op. ``config`` / ``use_tma`` (tests, benchmarks) launch the attention kernel
+    None); arguments already checked. No host synchronisation: statistics op -> top-blocks op (the LUT)
+    -> attention op. ``config`` / ``use_tma`` (tests, benchmarks) launch the attention kernel
     with that config / load path directly instead of through the custom op and the autotuner."""
     B, N, H, D = q.shape
     tau = D**-0.5 if scale is None else float(scale)

@@ -114,7 +114,7 @@ def pyramid_attention(
     _check_qkv(q, k, v)
     _check_block_size(block_size)
     levels = _check_levels(levels, q, block_size)
-    extra_kv = _check_extra_kv(extra_kv, q)
+    extra_kv = checks.extra_kv(extra_kv, q)
     checks.choice("backend", backend, BACKENDS)
     return pyramid_forward(q, k, v, levels=levels, block_size=block_size, scale=scale, extra_kv=extra_kv, backend=backend)
 
@@ -228,8 +228,8 @@ def pyramid_levels(
         raise ValueError(f"q and k must both be [batch, seq, heads, head_dim]; got {tuple(q.shape)}, {tuple(k.shape)}")
     _check_block_size(block_size)
     checks.choice("mode", mode, MODES)
-    thresholds = _check_fractions("thresholds", thresholds, cumulative=True)
-    fractions = _check_fractions("fractions", fractions, cumulative=False)
+    thresholds = check_level_fractions("thresholds", thresholds, cumulative=True)
+    fractions = check_level_fractions("fractions", fractions, cumulative=False)
     checks.number_in("min_full_fraction", min_full_fraction, 0.0, 1.0)
     samples = max(1, block_size // 4) if samples is None else samples
     if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= block_size:
@@ -307,38 +307,9 @@ def _check_levels(levels, q: torch.Tensor, block_size: int) -> torch.Tensor:
     return levels
 
 
-def _check_extra_kv(extra_kv, q: torch.Tensor):
-    if extra_kv is None:
-        return None
-    if not isinstance(extra_kv, (tuple, list)) or len(extra_kv) != 3:
-        raise ValueError(f"extra_kv must be a tuple (k_extra, v_extra, kv_len), got {_describe(extra_kv)}")
-    kx, vx, kv_len = extra_kv
-    B, _, H, D = q.shape
-    for name, x in (("k_extra", kx), ("v_extra", vx)):
-        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
-            raise ValueError(f"extra_kv: {name} must be a floating-point tensor [B, M, H, D], got {_describe(x)}")
-    if kx.dim() != 4 or (kx.shape[0], kx.shape[2], kx.shape[3]) != (B, H, D) or vx.shape != kx.shape:
-        raise ValueError(
-            f"extra_kv: k_extra and v_extra must both be [{B}, M, {H}, {D}] (q's batch, heads and head_dim); "
-            f"got {tuple(kx.shape)}, {tuple(vx.shape)}"
-        )
-    if kx.device != q.device or vx.device != q.device:
-        raise ValueError(f"extra_kv: k_extra and v_extra must be on q's device {q.device}, got {kx.device}, {vx.device}")
-    if kv_len is not None:
-        bad_type = not isinstance(kv_len, torch.Tensor) or kv_len.dtype.is_floating_point or kv_len.dtype.is_complex
-        if bad_type or kv_len.dtype == torch.bool:
-            raise ValueError(f"extra_kv: kv_len must be None or an integer tensor [{B}], got {_describe(kv_len)}")
-        if tuple(kv_len.shape) != (B,):
-            raise ValueError(f"extra_kv: kv_len must have shape [{B}] (one length per sample), got {tuple(kv_len.shape)}")
-        kv_len = kv_len.to(q.device)
-    return kx, vx, kv_len
-
-
-def _describe(x) -> str:
-    return f"{x.dtype} tensor" if isinstance(x, torch.Tensor) else type(x).__name__
-
-
-def _check_fractions(name: str, value, *, cumulative: bool) -> tuple[float, ...]:
+def check_level_fractions(name: str, value, *, cumulative: bool) -> tuple[float, ...]:
+    """The 4 per-level values (levels 1, 2, 4, 8) of ``thresholds`` (cumulative: non-decreasing mass
+    bounds) or ``fractions`` (block shares summing to at most 1), as floats; else a ValueError."""
     ok = isinstance(value, (tuple, list)) and len(value) == 4
     ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= x <= 1.0 for x in value)
     if ok and cumulative:

@@ -573,10 +573,6 @@ IMPORTANCE_ROWS = 128  # sampled query rows (and key columns) per tile
 SCRATCH_BYTES = 1 << 29  # block-maxima scratch per launch; more query blocks take more launches
 
 
-def importance_supported(samples: int) -> bool:
-    return samples <= IMPORTANCE_ROWS
-
-
 def block_importance_fwd(q: torch.Tensor, k: torch.Tensor, sample_rows: torch.Tensor, scale: float, *,
                          rows: int = IMPORTANCE_ROWS, cols: int = IMPORTANCE_ROWS, config: dict | None = None) -> torch.Tensor:
     """fp32 [B, H, blocks, blocks] block importance (pyramid._block_importance's definition) of

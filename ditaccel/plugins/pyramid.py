@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import torch
 
 from .. import checks
-from ..kernels.pyramid import BLOCK_FRACTIONS, MASS_THRESHOLDS, MIN_FULL_FRACTION, MODES, pyramid_forward, pyramid_levels
-from ..kernels.pyramid import _check_fractions as check_fractions
+from ..kernels.pyramid import (
+    BLOCK_FRACTIONS, MASS_THRESHOLDS, MIN_FULL_FRACTION, MODES, check_level_fractions, pyramid_forward, pyramid_levels,
+)
 from ..kernels.tiling import Grid, TokenTiling
 from .dynamic import TOKEN_ORDERS, dynamic_tiling
 
@@ -55,8 +56,8 @@ class Pyramid:
         checks.block_size(self.block_size)
         checks.choice("token_order", self.token_order, TOKEN_ORDERS)
         checks.number_in("min_full_fraction", self.min_full_fraction, 0.0, 1.0)
-        object.__setattr__(self, "thresholds", check_fractions("thresholds", self.thresholds, cumulative=True))
-        object.__setattr__(self, "fractions", check_fractions("fractions", self.fractions, cumulative=False))
+        object.__setattr__(self, "thresholds", check_level_fractions("thresholds", self.thresholds, cumulative=True))
+        object.__setattr__(self, "fractions", check_level_fractions("fractions", self.fractions, cumulative=False))
         if self.samples is not None and (isinstance(self.samples, bool) or not isinstance(self.samples, int)
                                          or not 1 <= self.samples <= self.block_size):
             raise ValueError(f"samples must be None or an int in [1, block_size={self.block_size}], got {self.samples!r}")
