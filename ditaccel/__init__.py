@@ -6,6 +6,7 @@
     ditaccel.unpatch(pipe)           # back to the exact original behaviour
 """
 
+from .plugins.broadcast import Broadcast
 from .patching import PatchHandle, Summary, is_patched, patch, summary, unpatch
 from .pipelines import supported_models
 from .plugins.neighborhood import Neighborhood
@@ -19,6 +20,7 @@ from .schedule import Schedule
 __version__ = "0.1.0"
 
 __all__ = [
+    "Broadcast",
     "Neighborhood",
     "PRESETS",
     "PatchHandle",

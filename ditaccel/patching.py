@@ -20,6 +20,8 @@ import torch
 from .context import StepContext, timestep_value
 from .pipelines import adapter_for
 from .pipelines.base import AttentionLayer, ModelAdapter, argument
+from .plugins.attention_cache import AttentionCache, replay_processor
+from .plugins.broadcast import Broadcast
 from .plugins.neighborhood import Neighborhood
 from .plugins.piecewise import Piecewise
 from .plugins.pyramid import Pyramid
@@ -31,6 +33,7 @@ from .schedule import Schedule
 from .tile_order import TileOrderHooks, uses_tile_order
 
 METHOD_TYPES = (Radial, Neighborhood, Piecewise, Pyramid, TopK)
+CACHE_TYPES = (Broadcast,)
 _STATE_ATTR = "_ditaccel_patch"
 
 
@@ -38,7 +41,9 @@ _STATE_ATTR = "_ditaccel_patch"
 class LayerHistory:
     dense_steps: set[int] = field(default_factory=set)
     sparse_steps: set[int] = field(default_factory=set)
+    reused_steps: set[int] = field(default_factory=set)  # the attention cache returned a kept output
     calls: int = 0  # transformer forwards through this layer
+    reused_calls: int = 0  # of which reused (they compute nothing)
     sparse_calls: int = 0  # of which sparse
     computed_blocks: float = 0.0  # sum over those forwards of the fraction of blocks computed (dense = 1)
 
@@ -47,16 +52,20 @@ class PatchState:
     """Everything one patched transformer holds; removing it restores the transformer."""
 
     def __init__(self, transformer: torch.nn.Module, adapter: ModelAdapter, method, schedule: Schedule, scheduler=None,
-                 backend: str = "auto", tile_order: bool = True):
+                 backend: str = "auto", tile_order: bool = True, cache=None):
         self.transformer = transformer
         self.adapter = adapter
-        self.method = method
+        self.method = method  # None: dense attention (with a cache)
         self.schedule = schedule
         self.scheduler = scheduler
         self.layers: list[AttentionLayer] = adapter.attention_layers(transformer)
         self.originals = {layer.index: layer.module.processor for layer in self.layers}
-        self.sparse = {layer.index: adapter.sparse_processor(self.originals[layer.index], layer, self) for layer in self.layers}
-        self.runner = SparseAttention(method, backend=backend)
+        self.sparse = {}
+        if method is not None:
+            self.sparse = {layer.index: adapter.sparse_processor(self.originals[layer.index], layer, self) for layer in self.layers}
+        self.runner = SparseAttention(method, backend=backend) if method is not None else None
+        self.cache = AttentionCache(cache, transformer, self.layers) if cache is not None else None
+        self.replays = {layer.index: replay_processor(self.originals[layer.index]) for layer in self.cache.layers} if cache else {}
         self.context = StepContext()
         self.history = {layer.index: LayerHistory() for layer in self.layers}
         self._densities: dict = {}  # grid -> video block density of the method's layout
@@ -81,27 +90,34 @@ class PatchState:
         if timesteps is not None and not isinstance(timesteps, torch.Tensor):
             timesteps = torch.as_tensor(timesteps)
         ctx.advance(timestep_value(self.adapter.timestep(args, kwargs)), timesteps, self.adapter.timestep_scale)
-        dense_step = self.schedule.step_is_dense(ctx.step, ctx.num_steps, ctx.progress)
+        dense_step = self.runner is None or self.schedule.step_is_dense(ctx.step, ctx.num_steps, ctx.progress)
+        replay = self.cache.begin_forward(ctx) if self.cache is not None else {}
         any_sparse = False
         for layer in self.layers:
-            dense = dense_step or self.schedule.layer_is_dense(layer.index)
-            any_sparse = any_sparse or not dense
-            processor = self.originals[layer.index] if dense else self.sparse[layer.index]
+            history = self.history[layer.index]
+            history.calls += 1
+            if layer.index in replay:  # the cache hands back a kept output: nothing is computed
+                processor = self.replays[layer.index]
+                processor.output = replay[layer.index]
+                history.reused_steps.add(ctx.step)
+                history.reused_calls += 1
+            else:
+                dense = dense_step or self.schedule.layer_is_dense(layer.index)
+                any_sparse = any_sparse or not dense
+                processor = self.originals[layer.index] if dense else self.sparse[layer.index]
+                (history.dense_steps if dense else history.sparse_steps).add(ctx.step)
+                history.sparse_calls += 0 if dense else 1
+                # A data-dependent method's sparse calls count on the device instead (attend()).
+                history.computed_blocks += 1.0 if dense else self.block_density(ctx.grid) or 0.0
             if layer.module.processor is not processor:
                 layer.module.processor = processor
-            history = self.history[layer.index]
-            (history.dense_steps if dense else history.sparse_steps).add(ctx.step)
-            history.calls += 1
-            history.sparse_calls += 0 if dense else 1
-            # A data-dependent method's sparse calls count on the device instead (attend()).
-            history.computed_blocks += 1.0 if dense else self.block_density(ctx.grid) or 0.0
         device = argument(args, kwargs, "hidden_states", 0).device
         text_len = self.adapter.text_len(module, args, kwargs) if any_sparse else None
         if text_len is not None or (any_sparse and self.runner.dynamic):  # a dynamic method needs no text length
             # Build (or look up) the layout here, outside any torch.compile region: traced inside
             # a compiled block, layout construction would become part of the graph.
             self.runner.prepare(ctx.grid, text_len or 0, device)
-        data_dependent = self.runner.dynamic and self.block_density(ctx.grid) is None
+        data_dependent = any_sparse and self.runner.dynamic and self.block_density(ctx.grid) is None
         if any_sparse and data_dependent and (self._dynamic_computed is None or self._dynamic_computed.device != device):
             previous = self._dynamic_computed
             self._dynamic_computed = torch.zeros((), dtype=torch.float32, device=device)
@@ -173,6 +189,8 @@ class PatchState:
     def restore(self) -> None:
         for layer in self.layers:
             layer.module.processor = self.originals[layer.index]
+        if self.cache is not None:
+            self.cache.remove()
         self._hook.remove()
         self._post_hook.remove()
         if self.tile_order_hooks is not None:
@@ -183,31 +201,37 @@ class PatchState:
 @dataclass
 class Summary:
     """Per attention layer: method, block density on the last grid (a dynamic method's: its mean
-    computed fraction over every sparse call so far), which steps ran dense."""
+    computed fraction over every sparse call so far), which steps ran dense, sparse, or reused a
+    kept output (attention cache)."""
 
     rows: list[dict]
     token_order: dict[str, str] = field(default_factory=dict)  # transformer -> video token order of its last sparse forward
+    cache_bytes: dict[str, int] = field(default_factory=dict)  # transformer -> peak memory of the attention cache
 
     @property
     def compute_fraction(self) -> float | None:
         """Attention compute actually spent: computed video-video blocks over all (the always-dense
         text rows and columns of joint attention are not counted), averaged over every patched
-        attention call since the patch (or ``reset_summary``), dense calls counting 1. None before
-        the first call."""
+        attention call since the patch (or ``reset_summary``), dense calls counting 1, calls that
+        reused a kept output 0. None before the first call."""
         calls = sum(r["calls"] for r in self.rows)
         return sum(r["computed_blocks"] for r in self.rows) / calls if calls else None
 
     def __str__(self) -> str:
-        lines = [f"{'layer':>5}  {'module':<36} {'method':<13} {'density':>8}  dense steps / sparse steps"]
+        cached = any(r["reused_calls"] for r in self.rows) or bool(self.cache_bytes)
+        lines = [f"{'layer':>5}  {'module':<36} {'method':<13} {'density':>8}  dense steps / sparse steps"
+                 + (" / reused steps" if cached else "")]
         for r in self.rows:
             density = "-" if r["block_density"] is None else f"{r['block_density']:.3f}"
             lines.append(
                 f"{r['layer']:>5}  {r['module']:<36} {r['method']:<13} {density:>8}  "
                 f"{_ranges(r['dense_steps'])} / {_ranges(r['sparse_steps'])}"
+                + (f" / {_ranges(r['reused_steps'])}" if cached else "")
             )
         if self.compute_fraction is not None:
             lines.append(f"attention compute: {self.compute_fraction:.3f} of dense (computed video blocks over all, every call)")
         lines += [f"{name}: video tokens in {order}" for name, order in self.token_order.items()]
+        lines += [f"{name}: attention cache peak {size / 2**20:.1f} MiB" for name, size in self.cache_bytes.items()]
         return "\n".join(lines)
 
 
@@ -238,26 +262,32 @@ class PatchHandle:
             self.unpatch()
 
 
-def patch(target, method, *, schedule: Schedule | None = None, cache=None, backend: str = "auto",
+def patch(target, method=None, *, schedule: Schedule | None = None, cache=None, backend: str = "auto",
           tile_order: bool = True) -> PatchHandle:
     """Replace the self/joint attention of ``target`` (a diffusers pipeline or transformer) with
-    a sparse method.
+    a sparse method, attention caching, or both.
 
     Args:
         target: a diffusers pipeline (its ``transformer`` and, for Wan 2.2, ``transformer_2``) or
             a transformer model.
         method: a preset name ("radial", "neighborhood", "piecewise", "pyramid", "topk") or a
-            config (``ditaccel.Radial(...)``, ``Neighborhood``, ``Piecewise``, ``Pyramid``, ``TopK``).
+            config (``ditaccel.Radial(...)``, ``Neighborhood``, ``Piecewise``, ``Pyramid``, ``TopK``);
+            None: dense attention (then ``cache`` is required).
         schedule: which steps and layers stay dense; None = the preset's / model's default.
-        cache: attention caching across steps (not available yet; must be None).
+        cache: attention caching across steps, ``ditaccel.Broadcast(...)``: a layer's output is
+            kept on the steps it computes (dense or sparse, as the schedule says) and returned on
+            the steps it reuses, separately per CFG branch. None = no caching.
         backend: "auto" (Triton on CUDA, else the PyTorch reference), "triton" or "reference".
         tile_order: for tiled layouts (neighbourhood windows) on grids the tile divides, put the video
             tokens into tile order once per forward (after the patch embedding, with the rotary
             tables; back before unpatchify) instead of in every attention call. Same results; False
             keeps the model's token order between the blocks (e.g. for hooks of your own on them).
     """
-    if cache is not None:
-        raise NotImplementedError("cache: attention caching is not available yet; pass cache=None")
+    if cache is not None and not isinstance(cache, CACHE_TYPES):
+        raise TypeError(f"cache must be None or {' or '.join('ditaccel.' + t.__name__ for t in CACHE_TYPES)}, "
+                        f"got {type(cache).__name__}")
+    if method is None and cache is None:
+        raise ValueError("patch() needs a method, a cache, or both; got method=None and cache=None")
     if not isinstance(tile_order, bool):
         raise TypeError(f"tile_order must be True or False, got {tile_order!r}")
     if schedule is not None and not isinstance(schedule, Schedule):
@@ -271,8 +301,8 @@ def patch(target, method, *, schedule: Schedule | None = None, cache=None, backe
     states = []
     try:
         for transformer, adapter in zip(transformers, adapters):
-            config, default = _resolve_method(method, adapter.family)
-            state = PatchState(transformer, adapter, config, schedule or default, scheduler, backend, tile_order)
+            config, default = _resolve_method(method, adapter.family) if method is not None else (None, Schedule())
+            state = PatchState(transformer, adapter, config, schedule or default, scheduler, backend, tile_order, cache)
             setattr(transformer, _STATE_ATTR, state)
             states.append(state)
     except BaseException:
@@ -298,21 +328,23 @@ def unpatch(target) -> None:
 
 
 def summary(target) -> Summary:
-    rows, token_order = [], {}
+    rows, token_order, cache_bytes = [], {}, {}
     transformers = transformers_of(target)
     for i, transformer in enumerate(transformers):
         state = getattr(transformer, _STATE_ATTR, None)
         if state is None:
             raise ValueError(f"{type(transformer).__name__} is not patched by ditaccel")
         grid = state.context.grid
-        density = state.block_density(grid) if grid is not None else None
+        sparse = state.runner is not None
+        density = state.block_density(grid) if grid is not None and sparse else None
         # A data-dependent method's per-call fraction, counted on the device over all layers.
-        counted = state.runner.dynamic and density is None and grid is not None
+        counted = sparse and state.runner.dynamic and density is None and grid is not None
         if counted:
             density = state.dynamic_mean_fraction()
+        cache = state.cache
         for layer in state.layers:
             h = state.history[layer.index]
-            always_dense = state.schedule.layer_is_dense(layer.index)
+            always_dense = not sparse or state.schedule.layer_is_dense(layer.index)
             computed = h.computed_blocks
             if counted and density is not None:
                 computed += h.sparse_calls * density
@@ -326,14 +358,18 @@ def summary(target) -> Summary:
                     "grid": grid,
                     "dense_steps": sorted(h.dense_steps),
                     "sparse_steps": sorted(h.sparse_steps),
+                    "reused_steps": sorted(h.reused_steps),
                     "calls": h.calls,
+                    "reused_calls": h.reused_calls,
                     "computed_blocks": computed,
                 }
             )
+        if cache is not None:
+            cache_bytes[type(transformer).__name__ + (f" #{i + 1}" if len(transformers) > 1 else "")] = cache.peak_bytes
         if state.token_order is not None:
             name = type(transformer).__name__ + (f" #{i + 1}" if len(transformers) > 1 else "")
             token_order[name] = state.token_order
-    return Summary(rows, token_order)
+    return Summary(rows, token_order, cache_bytes)
 
 
 def is_patched(target) -> bool:

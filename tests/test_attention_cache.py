@@ -1,0 +1,134 @@
+"""Attention broadcast (ditaccel.Broadcast): a computing step's output is kept and a reusing step
+returns that very tensor, per CFG branch (two calls per step on Wan, one batched call on
+CogVideoX), state does not leak between generations, period 1 and a zero memory cap change
+nothing, it composes with a sparse method, summary() counts reuse, unpatch restores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ditaccel
+
+from tiny_pipelines import BUILDERS
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return {}
+
+
+def get_case(cases, family):
+    if family not in cases:
+        cases[family] = BUILDERS[family]()
+    return cases[family]
+
+
+def record_outputs(handle):
+    """Every attention module output of the patched layers: (layer, step, call in step) -> output."""
+    state = handle.states[0]
+    seen = {}
+    hooks = [
+        layer.module.register_forward_hook(
+            lambda module, args, out, index=layer.index: seen.__setitem__((index, state.context.step, state.context.call_in_step), out)
+        )
+        for layer in state.layers
+    ]
+    return seen, hooks
+
+
+def generate(case, steps, seed=0):
+    return case.pipe(**{**case.call_kwargs, "num_inference_steps": steps}, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("family, calls_per_step", [("wan", 2), ("cogvideox", 1)])
+def test_reuse_steps_return_the_kept_output_of_their_own_branch(family, calls_per_step, cases):
+    case = get_case(cases, family)
+    steps = 6
+    cache = ditaccel.Broadcast(period=3, window=(0.0, 1.0))  # steps 0 and 3 compute, 1, 2, 4, 5 reuse
+    with ditaccel.patch(case.pipe, cache=cache) as handle:
+        seen, hooks = record_outputs(handle)
+        try:
+            generate(case, steps)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        rows = handle.summary().rows
+    layers = [row["layer"] for row in rows]
+    assert all(row["reused_steps"] == [1, 2, 4, 5] and row["dense_steps"] == [0, 3] for row in rows)
+    for layer in layers:
+        for call in range(calls_per_step):
+            for step, source in ((1, 0), (2, 0), (4, 3), (5, 3)):
+                assert seen[(layer, step, call)] is seen[(layer, source, call)]
+            assert seen[(layer, 3, call)] is not seen[(layer, 0, call)]
+        if calls_per_step == 2:  # cond and uncond never share an output
+            assert seen[(layer, 1, 1)] is seen[(layer, 0, 1)] and seen[(layer, 1, 0)] is seen[(layer, 0, 0)]
+            if layer > 0:  # the first block's self-attention sees the same latents in both branches
+                assert not torch.equal(seen[(layer, 1, 1)], seen[(layer, 1, 0)])
+
+
+def test_computing_steps_equal_the_uncached_pipeline_until_the_first_reuse(cases):
+    """Inside a generation, the steps before the first reuse are exactly the uncached ones; period 1
+    and a zero memory cap reuse nothing: bit-identical to no cache, also with a sparse method."""
+    case = get_case(cases, "wan")
+    baseline = generate(case, 4).frames
+    with ditaccel.patch(case.pipe, cache=ditaccel.Broadcast(period=1, window=(0.0, 1.0))):
+        assert torch.equal(generate(case, 4).frames, baseline)
+    with ditaccel.patch(case.pipe, cache=ditaccel.Broadcast(window=(0.0, 1.0), max_cache_bytes=0)) as handle:
+        assert torch.equal(generate(case, 4).frames, baseline)
+        assert all(row["reused_calls"] == 0 for row in handle.summary().rows)
+    radial = ditaccel.Radial(block_size=64)
+    with ditaccel.patch(case.pipe, radial, schedule=ditaccel.Schedule()):
+        sparse = generate(case, 4).frames
+    with ditaccel.patch(case.pipe, radial, schedule=ditaccel.Schedule(), cache=ditaccel.Broadcast(period=1)):
+        assert torch.equal(generate(case, 4).frames, sparse)
+    with ditaccel.patch(case.pipe, cache=ditaccel.Broadcast(period=2, window=(0.5, 1.0))):
+        cached = generate(case, 4).frames  # steps 2 computes, 3 reuses
+    assert not torch.equal(cached, baseline)
+
+
+def test_state_resets_between_generations_and_summary_counts_reuse(cases):
+    case = get_case(cases, "wan")
+    cache = ditaccel.Broadcast(period=2, window=(0.0, 1.0))
+    with ditaccel.patch(case.pipe, ditaccel.Radial(block_size=64), schedule=ditaccel.Schedule(dense_steps=1), cache=cache) as handle:
+        first = generate(case, 4).frames
+        second = generate(case, 4).frames  # nothing kept from the first generation
+        summary = handle.summary()
+        state = handle.states[0]
+    assert torch.equal(first, second)
+    row = summary.rows[1]
+    assert row["dense_steps"] == [0] and row["sparse_steps"] == [2] and row["reused_steps"] == [1, 3]
+    assert row["reused_calls"] == 2 * 2 * 2  # 2 generations x 2 reused steps x 2 CFG calls
+    sparse_density = state.block_density(state.context.grid)
+    calls = row["calls"]
+    assert calls == 2 * 4 * 2
+    expected = (2 * 2 * 1.0 + 2 * 2 * sparse_density) / calls  # dense step 0, sparse step 2; reused count 0
+    assert row["computed_blocks"] / calls == pytest.approx(expected)
+    name = "WanTransformer3DModel"
+    assert summary.cache_bytes[name] > 0 and "attention cache peak" in str(summary)
+
+
+def test_unpatch_removes_the_cache_and_its_context_wrapper(cases):
+    case = get_case(cases, "wan")
+    transformer = case.pipe.transformer
+    baseline = generate(case, 4).frames
+    with ditaccel.patch(case.pipe, cache=ditaccel.Broadcast(window=(0.0, 1.0))):
+        assert "cache_context" in transformer.__dict__
+        generate(case, 4)
+    assert "cache_context" not in transformer.__dict__
+    assert torch.equal(generate(case, 4).frames, baseline)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ditaccel.Broadcast(period=0), "period"),
+        (lambda: ditaccel.Broadcast(window=(0.8, 0.2)), "window"),
+        (lambda: ditaccel.Broadcast(window=0.5), "window"),
+        (lambda: ditaccel.Broadcast(layers=3), "layers"),
+        (lambda: ditaccel.Broadcast(max_cache_bytes=-1), "max_cache_bytes"),
+    ],
+)
+def test_bad_broadcast_configs_name_the_parameter(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
