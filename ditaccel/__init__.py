@@ -13,6 +13,7 @@ from .plugins.neighborhood import Neighborhood
 from .plugins.piecewise import Piecewise
 from .plugins.pyramid import Pyramid
 from .plugins.radial import Radial
+from .plugins.residual_reuse import ResidualReuse
 from .plugins.topk import TopK
 from .presets import PRESETS
 from .schedule import Schedule
@@ -27,6 +28,7 @@ __all__ = [
     "Piecewise",
     "Pyramid",
     "Radial",
+    "ResidualReuse",
     "Schedule",
     "Summary",
     "TopK",

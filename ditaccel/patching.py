@@ -22,6 +22,7 @@ from .pipelines import adapter_for
 from .pipelines.base import AttentionLayer, ModelAdapter, argument
 from .plugins.attention_cache import AttentionCache, replay_processor
 from .plugins.broadcast import Broadcast
+from .plugins.residual_reuse import ResidualReuse, ResidualStore, dense_attention
 from .plugins.neighborhood import Neighborhood
 from .plugins.piecewise import Piecewise
 from .plugins.pyramid import Pyramid
@@ -33,7 +34,7 @@ from .schedule import Schedule
 from .tile_order import TileOrderHooks, uses_tile_order
 
 METHOD_TYPES = (Radial, Neighborhood, Piecewise, Pyramid, TopK)
-CACHE_TYPES = (Broadcast,)
+CACHE_TYPES = (Broadcast, ResidualReuse)
 _STATE_ATTR = "_ditaccel_patch"
 
 
@@ -64,8 +65,20 @@ class PatchState:
         if method is not None:
             self.sparse = {layer.index: adapter.sparse_processor(self.originals[layer.index], layer, self) for layer in self.layers}
         self.runner = SparseAttention(method, backend=backend) if method is not None else None
-        self.cache = AttentionCache(cache, transformer, self.layers) if cache is not None else None
-        self.replays = {layer.index: replay_processor(self.originals[layer.index]) for layer in self.cache.layers} if cache else {}
+        broadcast = isinstance(cache, Broadcast)
+        self.cache = AttentionCache(cache, transformer, self.layers) if broadcast else None
+        self.replays = {layer.index: replay_processor(self.originals[layer.index]) for layer in self.cache.layers} if broadcast else {}
+        self.residuals = self.reference_runner = None
+        if isinstance(cache, ResidualReuse):
+            if method is None:
+                raise ValueError("cache=ditaccel.ResidualReuse(...) keeps the dense-minus-sparse residual of a sparse "
+                                 "method: give a method too (e.g. patch(pipe, 'radial', cache=...))")
+            self.residuals = ResidualStore(cache, transformer)
+            if not isinstance(cache.reference, str):
+                self.reference_runner = SparseAttention(_resolve_method(cache.reference, adapter.family)[0], backend=backend)
+                # A tile-order forward hands attention the tokens in the main method's order, which
+                # is not the reference method's: keep the model's order between the blocks.
+                tile_order = False
         self.context = StepContext()
         self.history = {layer.index: LayerHistory() for layer in self.layers}
         self._densities: dict = {}  # grid -> video block density of the method's layout
@@ -92,6 +105,8 @@ class PatchState:
         ctx.advance(timestep_value(self.adapter.timestep(args, kwargs)), timesteps, self.adapter.timestep_scale)
         dense_step = self.runner is None or self.schedule.step_is_dense(ctx.step, ctx.num_steps, ctx.progress)
         replay = self.cache.begin_forward(ctx) if self.cache is not None else {}
+        if self.residuals is not None:
+            self.residuals.begin_forward(ctx, any_sparse=not dense_step)
         any_sparse = False
         for layer in self.layers:
             history = self.history[layer.index]
@@ -109,6 +124,8 @@ class PatchState:
                 history.sparse_calls += 0 if dense else 1
                 # A data-dependent method's sparse calls count on the device instead (attend()).
                 history.computed_blocks += 1.0 if dense else self.block_density(ctx.grid) or 0.0
+                if not dense and self.residuals is not None and self.residuals.refresh and self.residuals.config.applies_to(layer.index):
+                    history.computed_blocks += self._reference_density(ctx.grid)  # the refresh's reference call
             if layer.module.processor is not processor:
                 layer.module.processor = processor
         device = argument(args, kwargs, "hidden_states", 0).device
@@ -124,6 +141,13 @@ class PatchState:
             if previous is not None:
                 self._dynamic_computed += previous.to(device)
         return self._enter_tile_order(module, args, kwargs, device) if any_sparse else None
+
+    def _reference_density(self, grid) -> float:
+        if self.reference_runner is None:
+            return 1.0
+        if self.reference_runner.dynamic:
+            return self.reference_runner.method.computed_fraction(tuple(grid)) or 1.0
+        return self.reference_runner.video_layout(grid).video_block_density()
 
     def block_density(self, grid) -> float | None:
         """Computed video block pairs / all on ``grid`` (cached per grid): of the method's layout, or
@@ -169,9 +193,25 @@ class PatchState:
         """Called by the sparse processors with q, k, v in the model's [B, S, H, D] order."""
         arguments = dict(text_len=text_len, text_position=self.adapter.text_position, text_mask=text_mask, scale=scale,
                          video_tiled=self.context.tile_order)
-        if not self.runner.dynamic:
-            return self.runner(q, k, v, self.context.grid, **arguments)
-        out, fraction = self.runner.attend_dynamic(q, k, v, self.context.grid, **arguments)
+        out = self._run(self.runner, q, k, v, arguments)
+        if self.residuals is not None:
+            out = self.residuals.combine(layer, out, lambda: self._reference(q, k, v, arguments))
+        return out
+
+    def _reference(self, q, k, v, arguments: dict):
+        """Residual reuse's reference output for this call: dense attention, or the reference method."""
+        if self.reference_runner is None:
+            # Dense over the tokens in whatever order they are in (a tile-order forward's included).
+            return dense_attention(q, k, v, text_len=arguments["text_len"], text_position=arguments["text_position"],
+                                   text_mask=arguments["text_mask"], scale=arguments["scale"])
+        return self._run(self.reference_runner, q, k, v, arguments, count=False)
+
+    def _run(self, runner: SparseAttention, q, k, v, arguments: dict, count: bool = True):
+        if not runner.dynamic:
+            return runner(q, k, v, self.context.grid, **arguments)
+        out, fraction = runner.attend_dynamic(q, k, v, self.context.grid, **arguments)
+        if not count:
+            return out
         # A float is known ahead and was counted in the pre-hook; a tensor depends on the data. The
         # counter is None only for calls outside a patched forward.
         if isinstance(fraction, torch.Tensor) and self._dynamic_computed is not None:
@@ -191,6 +231,8 @@ class PatchState:
             layer.module.processor = self.originals[layer.index]
         if self.cache is not None:
             self.cache.remove()
+        if self.residuals is not None:
+            self.residuals.remove()
         self._hook.remove()
         self._post_hook.remove()
         if self.tile_order_hooks is not None:
@@ -274,9 +316,12 @@ def patch(target, method=None, *, schedule: Schedule | None = None, cache=None, 
             config (``ditaccel.Radial(...)``, ``Neighborhood``, ``Piecewise``, ``Pyramid``, ``TopK``);
             None: dense attention (then ``cache`` is required).
         schedule: which steps and layers stay dense; None = the preset's / model's default.
-        cache: attention caching across steps, ``ditaccel.Broadcast(...)``: a layer's output is
-            kept on the steps it computes (dense or sparse, as the schedule says) and returned on
-            the steps it reuses, separately per CFG branch. None = no caching.
+        cache: attention caching across steps, kept separately per CFG branch. None = no caching.
+            ``ditaccel.Broadcast(...)``: a layer's output is kept on the steps it computes (dense
+            or sparse, as the schedule says) and returned on the steps it reuses.
+            ``ditaccel.ResidualReuse(...)`` (needs a method): every few sparse steps a layer also
+            computes the reference (dense) output A and keeps A - S; the other sparse steps output
+            S + (A - S).
         backend: "auto" (Triton on CUDA, else the PyTorch reference), "triton" or "reference".
         tile_order: for tiled layouts (neighbourhood windows) on grids the tile divides, put the video
             tokens into tile order once per forward (after the patch embedding, with the rotary
@@ -364,8 +409,9 @@ def summary(target) -> Summary:
                     "computed_blocks": computed,
                 }
             )
-        if cache is not None:
-            cache_bytes[type(transformer).__name__ + (f" #{i + 1}" if len(transformers) > 1 else "")] = cache.peak_bytes
+        kept = cache if cache is not None else state.residuals
+        if kept is not None:
+            cache_bytes[type(transformer).__name__ + (f" #{i + 1}" if len(transformers) > 1 else "")] = kept.peak_bytes
         if state.token_order is not None:
             name = type(transformer).__name__ + (f" #{i + 1}" if len(transformers) > 1 else "")
             token_order[name] = state.token_order

@@ -127,8 +127,81 @@ def test_unpatch_removes_the_cache_and_its_context_wrapper(cases):
         (lambda: ditaccel.Broadcast(window=0.5), "window"),
         (lambda: ditaccel.Broadcast(layers=3), "layers"),
         (lambda: ditaccel.Broadcast(max_cache_bytes=-1), "max_cache_bytes"),
+        (lambda: ditaccel.ResidualReuse(refresh_every=0), "refresh_every"),
+        (lambda: ditaccel.ResidualReuse(reference="sparse"), "reference"),
+        (lambda: ditaccel.ResidualReuse(reference=3), "reference"),
+        (lambda: ditaccel.ResidualReuse(layers=(1, -2)), "layers"),
     ],
 )
-def test_bad_broadcast_configs_name_the_parameter(make, message):
+def test_bad_cache_configs_name_the_parameter(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
         make()
+
+
+def spy_attend(monkeypatch):
+    from ditaccel.patching import PatchState
+
+    calls = []
+    original = PatchState.attend
+
+    def recording(self, layer, q, k, v, **kwargs):
+        out = original(self, layer, q, k, v, **kwargs)
+        calls.append(dict(state=self, layer=layer, q=q, k=k, v=v, out=out, step=self.context.step,
+                          call=self.context.call_in_step, refresh=self.residuals.refresh, **kwargs))
+        return out
+
+    monkeypatch.setattr(PatchState, "attend", recording)
+    return calls
+
+
+@pytest.mark.parametrize("family", ["wan", "flux"])
+def test_residual_reuse_outputs_the_reference_on_refresh_and_sparse_plus_residual_after(family, cases, monkeypatch):
+    from ditaccel.plugins.residual_reuse import dense_attention
+
+    case = get_case(cases, family)
+    calls = spy_attend(monkeypatch)
+    method = ditaccel.Radial(block_size=64)
+    with ditaccel.patch(case.pipe, method, schedule=ditaccel.Schedule(), cache=ditaccel.ResidualReuse(refresh_every=2)) as handle:
+        generate(case, 4)
+        summary = handle.summary()
+    assert calls
+    kept = {}
+    for c in calls:
+        state = c["state"]
+        text = dict(text_len=c.get("text_len", 0), text_position=state.adapter.text_position, text_mask=c.get("text_mask"),
+                    scale=c.get("scale"))
+        sparse = state.runner(c["q"], c["k"], c["v"], state.context.grid, video_tiled=False, **text)
+        key = (c["layer"], c["call"])
+        if c["refresh"]:
+            reference = dense_attention(c["q"], c["k"], c["v"], **text)
+            assert torch.equal(c["out"], reference)
+            kept[key] = reference - sparse
+        else:
+            assert torch.equal(c["out"], sparse + kept[key])
+    assert {c["step"] for c in calls if c["refresh"]} == {0, 2} and {c["step"] for c in calls if not c["refresh"]} == {1, 3}
+    assert sum(summary.cache_bytes.values()) > 0
+
+
+def test_residual_reuse_refreshing_every_step_is_dense_attention(cases):
+    case = get_case(cases, "wan")
+    dense = generate(case, 3).frames
+    with ditaccel.patch(case.pipe, ditaccel.Radial(block_size=64), schedule=ditaccel.Schedule(),
+                        cache=ditaccel.ResidualReuse(refresh_every=1)):
+        refreshed = generate(case, 3).frames
+    with ditaccel.patch(case.pipe, ditaccel.Radial(block_size=64), schedule=ditaccel.Schedule()):
+        sparse = generate(case, 3).frames
+    torch.testing.assert_close(refreshed, dense, atol=1e-5, rtol=1e-5)
+    assert (refreshed - dense).abs().max() < (sparse - dense).abs().max()
+    with pytest.raises(ValueError, match="give a method too"):
+        ditaccel.patch(case.pipe, cache=ditaccel.ResidualReuse())
+    assert not ditaccel.is_patched(case.pipe)
+
+
+def test_residual_reuse_with_a_richer_sparse_reference(cases):
+    case = get_case(cases, "wan")
+    cache = ditaccel.ResidualReuse(refresh_every=2, reference=ditaccel.Radial(decay=4.0, block_size=64))
+    with ditaccel.patch(case.pipe, ditaccel.Neighborhood(window=(3, 3, 3), block_size=64), schedule=ditaccel.Schedule(),
+                        cache=cache) as handle:
+        out = generate(case, 4).frames
+        assert handle.states[0].tile_order_hooks is None  # the reference's token order differs from the method's
+    assert torch.isfinite(out).all()
