@@ -8,6 +8,9 @@
                                            for the rest, not the preset's window
     radial(decay=0.5, dense_steps=0.3)     Schedule fields change those fields of the model's
                                            default schedule
+    radial + broadcast(period=3)           a method with attention caching (``patch(..., cache=)``)
+    broadcast(window=(0.2, 0.8))           caching alone, dense attention
+    radial + residual_reuse(refresh_every=4)
 
 Every spec resolves to the arguments of ``ditaccel.patch``, so the harness, ``generate`` and the
 demo accept whatever ``patch`` accepts: a method added to ``METHOD_CONFIGS`` is usable everywhere
@@ -21,10 +24,12 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+from .plugins.broadcast import Broadcast
 from .plugins.neighborhood import Neighborhood
 from .plugins.piecewise import Piecewise
 from .plugins.pyramid import Pyramid
 from .plugins.radial import Radial
+from .plugins.residual_reuse import ResidualReuse
 from .plugins.topk import TopK
 from .presets import PRESETS, default_schedule, preset
 from .schedule import Schedule
@@ -33,6 +38,8 @@ from .schedule import Schedule
 METHOD_CONFIGS: dict[str, type] = {
     "radial": Radial, "neighborhood": Neighborhood, "piecewise": Piecewise, "pyramid": Pyramid, "topk": TopK,
 }
+# Lower-case name -> cache config class (the part after "+").
+CACHE_CONFIGS: dict[str, type] = {"broadcast": Broadcast, "residual_reuse": ResidualReuse}
 _SCHEDULE_FIELDS = {f.name for f in dataclasses.fields(Schedule)}
 DENSE = "dense"
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
@@ -48,20 +55,24 @@ class MethodSpec:
     method: object = None
     schedule: Schedule | None = None
     parameters: dict = field(default_factory=dict)
+    cache: object = None  # a cache config (Broadcast, ResidualReuse) or None
 
     @property
     def is_dense(self) -> bool:
-        return self.method is None
+        """No patch at all: the pipeline's own attention."""
+        return self.method is None and self.cache is None
 
     def patch_arguments(self, family: str | None = None) -> dict:
         """Keyword arguments for ``ditaccel.patch`` after the pipeline. Schedule fields written in
         the spec change the model ``family``'s default schedule (the one ``patch`` would use) in
         those fields only; without a family they change ``Schedule()``'s defaults."""
         arguments = {"method": self.method}
+        if self.cache is not None:
+            arguments["cache"] = self.cache
         overrides = {k: v for k, v in self.parameters.items() if k in _SCHEDULE_FIELDS}
         if overrides:
             base = Schedule()
-            if family is not None:
+            if family is not None and self.method is not None:
                 base = preset(self.method, family)[1] if isinstance(self.method, str) else default_schedule(family, self.method)
             arguments["schedule"] = dataclasses.replace(base, **overrides)
         return arguments
@@ -69,13 +80,61 @@ class MethodSpec:
 
 def allowed_specs() -> str:
     return (f"'{DENSE}', a preset ({', '.join(sorted(PRESETS))}) or a config with keyword arguments "
-            f"({', '.join(f'{name}(...)' for name in sorted(METHOD_CONFIGS))})")
+            f"({', '.join(f'{name}(...)' for name in sorted(METHOD_CONFIGS))}), optionally '+ a cache' "
+            f"({', '.join(f'{name}(...)' for name in sorted(CACHE_CONFIGS))}), or a cache alone")
 
 
 def parse_method_spec(text: str) -> MethodSpec:
     """Parse one spec; raises ValueError naming what is wrong and what is allowed."""
     if not isinstance(text, str):
         raise TypeError(f"method spec must be a string, got {type(text).__name__}")
+    parts = _split_top_level(text, "+")
+    caches = [p for p in parts if _name_of(p) in CACHE_CONFIGS]
+    methods = [p for p in parts if _name_of(p) not in CACHE_CONFIGS]
+    if len(caches) > 1 or len(methods) > 1 or not parts:
+        raise ValueError(f"spec {text!r} must be a method, a cache ({', '.join(sorted(CACHE_CONFIGS))}) or "
+                         f"'method + cache'")
+    cache = _parse_cache(caches[0], text) if caches else None
+    if not methods:
+        return MethodSpec(text.strip(), cache=cache)
+    spec = _parse_method(methods[0])
+    if cache is not None and spec.method is None:
+        raise ValueError(f"spec {text!r}: write a cache alone for dense attention with caching, not 'dense + cache'")
+    return dataclasses.replace(spec, text=text.strip(), cache=cache)
+
+
+def _name_of(part: str) -> str | None:
+    match = _SPEC.match(part)
+    return match.group(1).lower() if match else None
+
+
+def _parse_cache(part: str, text: str):
+    match = _SPEC.match(part)
+    name, body = match.group(1).lower(), match.group(2)
+    parameters = _keyword_arguments(body, text) if body is not None else {}
+    config_class = CACHE_CONFIGS[name]
+    allowed = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(parameters) - allowed)
+    if unknown:
+        raise ValueError(f"{name}() has no parameter {', '.join(map(repr, unknown))} in spec {text!r}; "
+                         f"allowed: {', '.join(sorted(allowed))}")
+    return config_class(**parameters)
+
+
+def _split_top_level(text: str, separator: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text + separator):
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == separator and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    return [p for p in parts if p]
+
+
+def _parse_method(text: str) -> MethodSpec:
     match = _SPEC.match(text)
     if match is None:
         raise ValueError(f"method spec {text!r} is not NAME or NAME(key=value, ...); use {allowed_specs()}")

@@ -205,3 +205,19 @@ def test_residual_reuse_with_a_richer_sparse_reference(cases):
         out = generate(case, 4).frames
         assert handle.states[0].tile_order_hooks is None  # the reference's token order differs from the method's
     assert torch.isfinite(out).all()
+
+
+def test_method_specs_with_a_cache():
+    from ditaccel.method_spec import parse_method_spec, parse_method_specs
+
+    specs = parse_method_specs("radial + broadcast(period=3), broadcast(window=(0.2, 0.8)), "
+                               "radial(decay=0.5, dense_steps=0.3) + residual_reuse(refresh_every=4)")
+    assert [s.is_dense for s in specs] == [False, False, False]
+    assert specs[0].patch_arguments("wan") == {"method": "radial", "cache": ditaccel.Broadcast(period=3)}
+    assert specs[1].patch_arguments("wan") == {"method": None, "cache": ditaccel.Broadcast(window=(0.2, 0.8))}
+    arguments = specs[2].patch_arguments("wan")
+    assert arguments["cache"] == ditaccel.ResidualReuse(refresh_every=4) and arguments["schedule"].dense_steps == 0.3
+    for bad, message in [("radial + broadcast + broadcast", "a method, a cache"), ("dense + broadcast", "cache alone"),
+                         ("broadcast(every=2)", "no parameter 'every'"), ("radial + neighborhood", "a method, a cache")]:
+        with pytest.raises(ValueError, match=message):
+            parse_method_spec(bad)

@@ -286,7 +286,8 @@ class _Evaluation:
         try:
             # What the spec resolved to on this model (a preset's config and schedule). Runs kept by
             # --resume that another config made (a preset changed since) are made again.
-            resolved = {"config": repr(handle.states[0].method), "schedule": repr(handle.states[0].schedule)}
+            resolved = {"config": repr(handle.states[0].method), "schedule": repr(handle.states[0].schedule),
+                        "cache": repr(spec.cache)}
             if any(info.get(k) not in (None, v) for k, v in resolved.items()):
                 self.result.runs = [r for r in self.result.runs if r["method"] != spec.text]
                 self.done = {key for key in self.done if key[0] != spec.text}
