@@ -1,0 +1,268 @@
+"""Whole-pipeline speed of sparse attention, attention caching and their combinations (issue 13).
+
+(a) ``--part pipeline``: the Wan2.1-1.3B pipeline architecture (diffusers WanPipeline, random bf16
+    weights) at 480p, 81 frames, 50 steps with classifier-free guidance (prompt embeddings given,
+    so no text encoder), output left as latents: the end-to-end wall time of the denoising loop for
+    each combination in one run, and the VAE decode timed once on its own. Combinations: dense,
+    radial (preset), broadcast, radial + broadcast, radial + residual reuse, diffusers'
+    FirstBlockCache, radial + FirstBlockCache.
+(b) ``--part steps``: the Wan2.1-14B transformer at 720p, 81 frames: one forward of each kind of
+    step, measured in one run (dense; sparse, the radial preset's layer 0 dense; every attention
+    output reused; residual reuse applying a kept residual; residual reuse refreshing it), then the
+    50-step total of each schedule with CFG (2 forwards per step) from those times and the
+    schedule's step kinds, which are worked out by the same rules the runtime uses.
+
+Usage: python benchmarks/pipeline.py --part pipeline|steps --out DIR [--steps 50]
+Writes DIR/pipeline_<gpu>.json (part a) or DIR/pipeline_steps_<gpu>.json (part b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
+                text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads", eps=1e-6)
+WAN_14B = dict(WAN_1_3B, num_attention_heads=40, ffn_dim=13824, num_layers=40)
+PIPELINE_COMBINATIONS = ["dense", "radial", "broadcast", "radial + broadcast", "radial + residual_reuse",
+                         "first_block_cache", "radial + first_block_cache"]
+FBC_THRESHOLD = 0.05  # diffusers' FirstBlockCache default-ish for Wan (docs use 0.05-0.1)
+
+
+def gpu_name() -> str:
+    name = torch.cuda.get_device_name()
+    for tag in ("H100", "H200", "A100", "B200"):
+        if tag in name:
+            return tag.lower()
+    return name.replace(" ", "_").lower()
+
+
+def environment() -> dict:
+    import diffusers
+    import triton
+
+    return dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+                diffusers=diffusers.__version__, date=time.strftime("%Y-%m-%d"))
+
+
+def build_transformer(config: dict):
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = WanTransformer3DModel(**config)
+    torch.set_default_dtype(torch.float32)
+    return model.to(torch.bfloat16).eval().requires_grad_(False)
+
+
+def apply_combination(pipe, name: str):
+    """Enable ``name`` on ``pipe``; returns a function that takes it off again."""
+    import diffusers
+
+    import ditaccel
+
+    parts = [p.strip() for p in name.split("+")]
+    undo = []
+    method = "radial" if "radial" in parts else None
+    cache = None
+    if "broadcast" in parts:
+        cache = ditaccel.Broadcast()
+    if "residual_reuse" in parts:
+        cache = ditaccel.ResidualReuse()
+    if method is not None or cache is not None:
+        handle = ditaccel.patch(pipe, method, cache=cache)
+        undo.append(handle.unpatch)
+    if "first_block_cache" in parts:
+        pipe.transformer.enable_cache(diffusers.FirstBlockCacheConfig(threshold=FBC_THRESHOLD))
+        undo.append(pipe.transformer.disable_cache)
+    return lambda: [u() for u in reversed(undo)]
+
+
+def part_pipeline(args) -> dict:
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
+
+    result = dict(environment(), part="pipeline", model="Wan2.1-1.3B architecture, random bf16 weights",
+                  config=WAN_1_3B, height=480, width=832, frames=81, steps=args.steps, guidance=5.0,
+                  scheduler="UniPCMultistepScheduler(flow_shift=3.0, flow prediction)", runs=[])
+    transformer = build_transformer(WAN_1_3B)
+    vae = AutoencoderKLWan().to("cuda", torch.bfloat16).eval()
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    pipe = WanPipeline(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=None, tokenizer=None)
+    pipe.set_progress_bar_config(disable=True)
+    g = torch.Generator("cuda").manual_seed(0)
+    prompt = torch.randn(1, 512, 4096, generator=g, device="cuda", dtype=torch.bfloat16)
+    negative = torch.randn(1, 512, 4096, generator=g, device="cuda", dtype=torch.bfloat16)
+    call = dict(prompt_embeds=prompt, negative_prompt_embeds=negative, height=480, width=832, num_frames=81,
+                guidance_scale=5.0, output_type="latent")
+
+    def generate(steps: int):
+        return pipe(**call, num_inference_steps=steps, generator=torch.Generator("cuda").manual_seed(1)).frames
+
+    dense_latents = None
+    for name in args.combinations.split(","):
+        name = name.strip()
+        record = dict(combination=name)
+        try:
+            off = apply_combination(pipe, name)
+            try:
+                generate(4)  # warm-up: kernels compiled and autotuned, layouts built
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                start = time.perf_counter()
+                latents = generate(args.steps)
+                torch.cuda.synchronize()
+                record["seconds"] = time.perf_counter() - start
+                record["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                from ditaccel import is_patched, summary
+
+                if is_patched(pipe):
+                    s = summary(pipe)
+                    record["attention_compute"] = s.compute_fraction
+                    record["cache_peak_bytes"] = sum(s.cache_bytes.values())
+            finally:
+                off()
+            if dense_latents is None and name == "dense":
+                dense_latents = latents.float()
+            elif dense_latents is not None:
+                err = (latents.float() - dense_latents).norm() / dense_latents.norm()
+                record["latent_rel_l2_vs_dense"] = float(err)
+        except Exception as error:  # keep going: the record says why
+            traceback.print_exc()
+            record["error"] = f"{type(error).__name__}: {str(error)[:300]}"
+        result["runs"].append(record)
+        print(json.dumps(record), flush=True)
+    dense = next((r["seconds"] for r in result["runs"] if r["combination"] == "dense" and "seconds" in r), None)
+    for r in result["runs"]:
+        if dense and "seconds" in r:
+            r["speedup_vs_dense"] = dense / r["seconds"]
+    if dense_latents is not None:
+        with torch.no_grad():
+            z = dense_latents.to(torch.bfloat16)
+            vae.decode(z[:, :, :2] / 1.0, return_dict=False)  # warm-up
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            vae.decode(z, return_dict=False)
+            torch.cuda.synchronize()
+        result["vae_decode_seconds"] = time.perf_counter() - start
+    return result
+
+
+def step_kinds(name: str, steps: int) -> list[str]:
+    """Per step of a ``steps``-step generation, the kind of forward ``name`` runs (the runtime's
+    own rules: the radial preset's schedule, Broadcast.phase, ResidualReuse's refresh count)."""
+    import ditaccel
+    from ditaccel.presets import preset
+
+    parts = [p.strip() for p in name.split("+")]
+    schedule = preset("radial", "wan")[1] if "radial" in parts else None
+    broadcast = ditaccel.Broadcast() if "broadcast" in parts else None
+    residual = ditaccel.ResidualReuse() if "residual_reuse" in parts else None
+    kinds, sparse_count, kept = [], 0, False
+    for step in range(steps):
+        if broadcast is not None:
+            phase = broadcast.phase(step, steps, None)
+            if phase == "outside":
+                kept = False
+            elif phase == "reuse" and kept:
+                kinds.append("reused")
+                continue
+            else:
+                kept = True
+        dense = schedule is None or schedule.step_is_dense(step, steps)
+        if dense:
+            kinds.append("dense")
+        elif residual is not None:
+            kinds.append("residual_refresh" if sparse_count % residual.refresh_every == 0 else "residual_apply")
+            sparse_count += 1
+        else:
+            kinds.append("sparse")
+    return kinds
+
+
+def part_steps(args) -> dict:
+    import ditaccel
+    from ditaccel.presets import preset
+
+    result = dict(environment(), part="steps", model="Wan2.1-14B architecture, random bf16 weights", config=WAN_14B,
+                  height=720, width=1280, frames=81, steps=args.steps, forwards_per_step=2, kinds={}, schedules={})
+    model = build_transformer(WAN_14B)
+    inputs = dict(hidden_states=torch.randn(1, 16, 21, 90, 160, device="cuda", dtype=torch.bfloat16),
+                  encoder_hidden_states=torch.randn(1, 512, 4096, device="cuda", dtype=torch.bfloat16), return_dict=False)
+
+    def forward(t: float) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.no_grad():
+            start.record()
+            model(**inputs, timestep=torch.tensor([t], device="cuda"))
+            end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
+
+    method, schedule = preset("radial", "wan")
+    sparse_schedule = ditaccel.Schedule(dense_steps=0, dense_layers=schedule.dense_layers)
+    # kind -> (patch arguments or None, timesteps of a warm-up then timed sequence, which calls are timed)
+    plans = {
+        "dense": (None, [999, 998], [1]),
+        "sparse": (dict(method=method, schedule=sparse_schedule), [999, 998], [1]),
+        # Broadcast with the whole range as its window and a long period: step 0 computes, the rest reuse.
+        "reused": (dict(cache=ditaccel.Broadcast(period=1000, window=(0.0, 1.0))), [999, 998, 999, 998], [3]),
+        # Residual reuse: the first sparse step refreshes, the next applies (a new generation restarts).
+        "residual_refresh": (dict(method=method, schedule=sparse_schedule, cache=ditaccel.ResidualReuse(refresh_every=1000)),
+                             [999, 998, 999], [2]),
+        "residual_apply": (dict(method=method, schedule=sparse_schedule, cache=ditaccel.ResidualReuse(refresh_every=1000)),
+                           [999, 998, 999, 998], [3]),
+    }
+    for kind, (arguments, timesteps, timed) in plans.items():
+        try:
+            handle = ditaccel.patch(model, **arguments) if arguments else None
+            try:
+                times = [forward(t) for t in timesteps]
+            finally:
+                if handle is not None:
+                    handle.unpatch()
+            result["kinds"][kind] = dict(ms=min(times[i] for i in timed), all_ms=times)
+        except Exception as error:
+            traceback.print_exc()
+            result["kinds"][kind] = dict(error=f"{type(error).__name__}: {str(error)[:300]}")
+        print(kind, json.dumps(result["kinds"][kind]), flush=True)
+    ms = {k: v["ms"] for k, v in result["kinds"].items() if "ms" in v}
+    for name in ("dense", "radial", "broadcast", "radial + broadcast", "radial + residual_reuse"):
+        kinds = step_kinds(name, args.steps)
+        counts = {k: kinds.count(k) for k in sorted(set(kinds))}
+        total = sum(2 * ms[k] for k in kinds) / 1e3 if all(k in ms for k in kinds) else None
+        result["schedules"][name] = dict(step_kinds=counts, total_seconds=total)
+    dense_total = result["schedules"]["dense"]["total_seconds"]
+    for entry in result["schedules"].values():
+        if dense_total and entry["total_seconds"]:
+            entry["speedup_vs_dense"] = dense_total / entry["total_seconds"]
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("pipeline", "steps"), required=True)
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--combinations", default=",".join(PIPELINE_COMBINATIONS))
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    result = part_pipeline(args) if args.part == "pipeline" else part_steps(args)
+    suffix = "" if args.part == "pipeline" else "_steps"
+    path = os.path.join(args.out, f"pipeline{suffix}_{gpu_name()}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
