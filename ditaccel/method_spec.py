@@ -11,6 +11,7 @@
     radial + broadcast(period=3)           a method with attention caching (``patch(..., cache=)``)
     broadcast(window=(0.2, 0.8))           caching alone, dense attention
     radial + residual_reuse(refresh_every=4)
+    radial + first_block_cache(threshold=0.05)   diffusers' caches too (first_block_cache, taylorseer_cache)
 
 Every spec resolves to the arguments of ``ditaccel.patch``, so the harness, ``generate`` and the
 demo accept whatever ``patch`` accepts: a method added to ``METHOD_CONFIGS`` is usable everywhere
@@ -38,8 +39,12 @@ from .schedule import Schedule
 METHOD_CONFIGS: dict[str, type] = {
     "radial": Radial, "neighborhood": Neighborhood, "piecewise": Piecewise, "pyramid": Pyramid, "topk": TopK,
 }
-# Lower-case name -> cache config class (the part after "+").
-CACHE_CONFIGS: dict[str, type] = {"broadcast": Broadcast, "residual_reuse": ResidualReuse}
+# Lower-case name -> cache config class (the part after "+"); diffusers' own caches by the name of
+# their config, imported when used.
+CACHE_CONFIGS: dict[str, type | str] = {
+    "broadcast": Broadcast, "residual_reuse": ResidualReuse,
+    "first_block_cache": "FirstBlockCacheConfig", "taylorseer_cache": "TaylorSeerCacheConfig",
+}
 _SCHEDULE_FIELDS = {f.name for f in dataclasses.fields(Schedule)}
 DENSE = "dense"
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
@@ -113,6 +118,10 @@ def _parse_cache(part: str, text: str):
     name, body = match.group(1).lower(), match.group(2)
     parameters = _keyword_arguments(body, text) if body is not None else {}
     config_class = CACHE_CONFIGS[name]
+    if isinstance(config_class, str):
+        import diffusers
+
+        config_class = getattr(diffusers, config_class)
     allowed = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(parameters) - allowed)
     if unknown:

@@ -65,6 +65,11 @@ class PatchState:
         if method is not None:
             self.sparse = {layer.index: adapter.sparse_processor(self.originals[layer.index], layer, self) for layer in self.layers}
         self.runner = SparseAttention(method, backend=backend) if method is not None else None
+        # A diffusers cache config: enabled on the transformer with diffusers' own enable_cache,
+        # disabled again by restore(); it composes with the sparse processors (tests/test_diffusers_caches.py).
+        self.diffusers_cache = cache is not None and is_diffusers_cache(cache)
+        if self.diffusers_cache:
+            transformer.enable_cache(cache)
         broadcast = isinstance(cache, Broadcast)
         self.cache = AttentionCache(cache, transformer, self.layers) if broadcast else None
         self.replays = {layer.index: replay_processor(self.originals[layer.index]) for layer in self.cache.layers} if broadcast else {}
@@ -233,6 +238,9 @@ class PatchState:
             self.cache.remove()
         if self.residuals is not None:
             self.residuals.remove()
+        if self.diffusers_cache:
+            self.transformer.disable_cache()
+            self.diffusers_cache = False
         self._hook.remove()
         self._post_hook.remove()
         if self.tile_order_hooks is not None:
@@ -321,16 +329,17 @@ def patch(target, method=None, *, schedule: Schedule | None = None, cache=None, 
             or sparse, as the schedule says) and returned on the steps it reuses.
             ``ditaccel.ResidualReuse(...)`` (needs a method): every few sparse steps a layer also
             computes the reference (dense) output A and keeps A - S; the other sparse steps output
-            S + (A - S).
+            S + (A - S). A diffusers cache config (``FirstBlockCacheConfig(...)``, ...): enabled
+            with the transformer's ``enable_cache`` and disabled again by ``unpatch``.
         backend: "auto" (Triton on CUDA, else the PyTorch reference), "triton" or "reference".
         tile_order: for tiled layouts (neighbourhood windows) on grids the tile divides, put the video
             tokens into tile order once per forward (after the patch embedding, with the rotary
             tables; back before unpatchify) instead of in every attention call. Same results; False
             keeps the model's token order between the blocks (e.g. for hooks of your own on them).
     """
-    if cache is not None and not isinstance(cache, CACHE_TYPES):
-        raise TypeError(f"cache must be None or {' or '.join('ditaccel.' + t.__name__ for t in CACHE_TYPES)}, "
-                        f"got {type(cache).__name__}")
+    if cache is not None and not isinstance(cache, CACHE_TYPES) and not is_diffusers_cache(cache):
+        raise TypeError(f"cache must be None, {' or '.join('ditaccel.' + t.__name__ for t in CACHE_TYPES)}, or a "
+                        f"diffusers cache config (FirstBlockCacheConfig, TaylorSeerCacheConfig, ...), got {type(cache).__name__}")
     if method is None and cache is None:
         raise ValueError("patch() needs a method, a cache, or both; got method=None and cache=None")
     if not isinstance(tile_order, bool):
@@ -356,6 +365,12 @@ def patch(target, method=None, *, schedule: Schedule | None = None, cache=None, 
             delattr(state.transformer, _STATE_ATTR)
         raise
     return PatchHandle(target, states)
+
+
+def is_diffusers_cache(cache) -> bool:
+    """Is ``cache`` one of diffusers' cache configs (what ``ModelMixin.enable_cache`` takes)?"""
+    module = type(cache).__module__ or ""
+    return module.startswith("diffusers.hooks") and type(cache).__name__.endswith("Config")
 
 
 def unpatch(target) -> None:

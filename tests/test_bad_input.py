@@ -78,7 +78,7 @@ def test_unknown_preset_lists_presets():
         ditaccel.patch(pipe, 42)
     with pytest.raises(TypeError, match="schedule must be a ditaccel.Schedule"):
         ditaccel.patch(pipe, "radial", schedule={"dense_steps": 3})
-    with pytest.raises(TypeError, match="cache must be None or ditaccel.Broadcast or ditaccel.ResidualReuse"):
+    with pytest.raises(TypeError, match="cache must be None, ditaccel.Broadcast or ditaccel.ResidualReuse, or a diffusers cache config"):
         ditaccel.patch(pipe, "radial", cache="broadcast")
     with pytest.raises(ValueError, match="needs a method, a cache, or both"):
         ditaccel.patch(pipe, None)

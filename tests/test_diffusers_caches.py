@@ -73,3 +73,24 @@ def test_a_diffusers_cache_on_a_patched_pipeline(family, cache, order, built):
     assert torch.equal(case.generate(), cached_alone)  # our changes gone, diffusers' cache still on
     transformer.disable_cache()
     assert torch.equal(case.generate(), plain)
+
+
+def test_patch_takes_a_diffusers_cache_config_and_unpatch_disables_it(built):
+    if "wan" not in built:
+        built["wan"] = BUILDERS["wan"]()
+    case = built["wan"]
+    transformer = case.pipe.transformer
+    plain = case.generate()
+    method = ditaccel.Radial(block_size=64)
+    transformer.enable_cache(diffusers.FirstBlockCacheConfig(threshold=0.2))
+    with ditaccel.patch(case.pipe, method, schedule=ditaccel.Schedule()):
+        by_hand = case.generate()
+    transformer.disable_cache()
+    with ditaccel.patch(case.pipe, method, schedule=ditaccel.Schedule(), cache=diffusers.FirstBlockCacheConfig(threshold=0.2)):
+        assert transformer.is_cache_enabled
+        through_patch = case.generate()
+    assert not transformer.is_cache_enabled
+    assert torch.equal(through_patch, by_hand)
+    with ditaccel.patch(case.pipe, cache=diffusers.FirstBlockCacheConfig(threshold=0.2)):  # dense + diffusers' cache
+        case.generate()
+    assert torch.equal(case.generate(), plain)
