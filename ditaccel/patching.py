@@ -20,7 +20,7 @@ import torch
 from .context import StepContext, timestep_value
 from .pipelines import adapter_for
 from .pipelines.base import AttentionLayer, ModelAdapter, argument
-from .plugins.attention_cache import AttentionCache, replay_processor
+from .plugins.attention_cache import AttentionCache, keeping_processor, replay_processor
 from .plugins.broadcast import Broadcast
 from .plugins.residual_reuse import ResidualReuse, ResidualStore, dense_attention
 from .plugins.neighborhood import Neighborhood
@@ -72,7 +72,9 @@ class PatchState:
             transformer.enable_cache(cache)
         broadcast = isinstance(cache, Broadcast)
         self.cache = AttentionCache(cache, transformer, self.layers) if broadcast else None
-        self.replays = {layer.index: replay_processor(self.originals[layer.index]) for layer in self.cache.layers} if broadcast else {}
+        cached = self.cache.layers if broadcast else []
+        self.replays = {layer.index: replay_processor(self.originals[layer.index]) for layer in cached}
+        self.keepers = {layer.index: keeping_processor(self.originals[layer.index]) for layer in cached}
         self.residuals = self.reference_runner = None
         if isinstance(cache, ResidualReuse):
             if method is None:
@@ -125,6 +127,9 @@ class PatchState:
                 dense = dense_step or self.schedule.layer_is_dense(layer.index)
                 any_sparse = any_sparse or not dense
                 processor = self.originals[layer.index] if dense else self.sparse[layer.index]
+                if self.cache is not None and layer.index in self.cache.keeping:
+                    keeper = self.keepers[layer.index]
+                    keeper.inner, processor = processor, keeper
                 (history.dense_steps if dense else history.sparse_steps).add(ctx.step)
                 history.sparse_calls += 0 if dense else 1
                 # A data-dependent method's sparse calls count on the device instead (attend()).
@@ -192,6 +197,12 @@ class PatchState:
     @torch.compiler.disable
     def _post_forward(self, module, args, output):
         self.context.tiling = None
+        if self.cache is not None:
+            kept = {}
+            for index in self.cache.keeping:
+                keeper = self.keepers[index]
+                kept[index], keeper.kept = keeper.kept, None
+            self.cache.end_forward(kept)
         return None
 
     def attend(self, layer: int, q, k, v, *, text_len: int = 0, text_mask=None, scale=None):

@@ -221,3 +221,31 @@ def test_method_specs_with_a_cache():
                          ("broadcast(every=2)", "no parameter 'every'"), ("radial + neighborhood", "a method, a cache")]:
         with pytest.raises(ValueError, match=message):
             parse_method_spec(bad)
+
+
+def test_broadcast_under_regional_compile_does_not_recompile_per_step(cases):
+    """compile_repeated_blocks(fullgraph=True): reuse is decided outside the compiled blocks (a few
+    fixed processor objects per layer), so a second generation compiles nothing new; same output."""
+    from torch._dynamo.utils import counters
+
+    case = get_case(cases, "wan")
+    transformer = case.pipe.transformer
+    cache = ditaccel.Broadcast(period=2, window=(0.0, 1.0))
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        with ditaccel.patch(case.pipe, ditaccel.Radial(block_size=64), schedule=ditaccel.Schedule(dense_steps=1), cache=cache,
+                            backend="reference"):
+            eager = generate(case, 4).frames
+            transformer.compile_repeated_blocks(fullgraph=True, backend="eager")
+            compiled = generate(case, 4).frames
+            graphs = counters["stats"]["unique_graphs"]
+            again = generate(case, 4).frames
+            assert counters["stats"]["unique_graphs"] == graphs
+    finally:
+        for block in transformer.blocks:
+            block._compiled_call_impl = None  # the module-scoped case is shared with other tests
+        torch._dynamo.reset()
+    assert graphs <= 4  # dense, sparse, each under a keeping processor, replay: not one per step or layer
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+    assert torch.equal(compiled, again)

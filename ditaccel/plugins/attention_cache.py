@@ -5,12 +5,16 @@ kept attention outputs, and the replay processors that hand them back.
   "cond_uncond")``; the transformer's ``cache_context`` is wrapped to record the name (an instance
   attribute shadowing the method, deleted on unpatch). A call outside any context is named by its
   place in the step ("call 0", "call 1"), so cond and uncond never share an output either way.
-- Keeping: a forward hook on each cached attention module keeps its output (a reference, no copy)
-  on the steps that compute inside the window, per (layer, branch).
-- Reusing: the patch's forward pre-hook decides per layer before the forward runs and swaps in a
-  replay processor holding the kept output, which computes nothing (QKV, attention and output
-  projection all skipped). Its ``__call__`` carries the original processor's signature, because
-  diffusers drops keyword arguments a processor's signature does not name (with a warning).
+- Decisions: the patch's forward pre-hook decides per layer before the forward runs and swaps in
+  processor objects; a compiled block sees fixed objects and no Python counters, so reuse never
+  recompiles it.
+- Keeping: on the steps that compute inside the window a keeping processor runs the processor
+  the schedule chose (dense or sparse) and holds its output (a reference, no copy); the
+  transformer's post-forward hook, outside any compiled region, files it per (layer, branch).
+- Reusing: a replay processor returns the kept output and computes nothing (QKV, attention and
+  output projection all skipped).
+Both carry the original processor's ``__call__`` signature, because diffusers drops keyword
+arguments a processor's signature does not name (with a warning).
 - A new generation (step 0, first call) drops every kept output; so does leaving the window.
 """
 
@@ -50,15 +54,11 @@ class BranchTracker:
             self._installed = False
 
 
-class ReplayProcessor:
-    """Returns ``output`` (set by the pre-hook) and computes nothing."""
+class _CacheProcessor:
+    """Base of the cache's processors: they stand in for ``original`` (its attention backend too)."""
 
     def __init__(self, original) -> None:
         self.original = original
-        self.output = None
-
-    def __call__(self, attn, *args, **kwargs):
-        return self.output
 
     @property
     def _attention_backend(self):
@@ -69,17 +69,45 @@ class ReplayProcessor:
         self.original._attention_backend = backend
 
 
-@functools.lru_cache(maxsize=None)
-def _replay_class(processor_class: type) -> type:
-    def __call__(self, attn, *args, **kwargs):
+class ReplayProcessor(_CacheProcessor):
+    """Returns ``output`` (set by the pre-hook) and computes nothing."""
+
+    output = None
+
+    def _call(self, attn, *args, **kwargs):
         return self.output
 
+
+class KeepingProcessor(_CacheProcessor):
+    """Runs ``inner`` (set by the pre-hook: the dense or the sparse processor) and holds its output
+    in ``kept`` until the post-forward hook files it."""
+
+    inner = None
+    kept = None
+
+    def _call(self, attn, *args, **kwargs):
+        out = self.inner(attn, *args, **kwargs)
+        self.kept = out
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def _signed_class(role: type, processor_class: type) -> type:
+    """``role`` with a ``__call__`` whose signature is ``processor_class.__call__``'s."""
+
+    def __call__(self, attn, *args, **kwargs):
+        return role._call(self, attn, *args, **kwargs)
+
     signed = functools.wraps(processor_class.__call__)(__call__)  # inspect.signature follows __wrapped__
-    return type(f"Replay{processor_class.__name__}", (ReplayProcessor,), {"__call__": signed})
+    return type(f"{role.__name__[:-len('Processor')]}{processor_class.__name__}", (role,), {"__call__": signed})
 
 
 def replay_processor(original) -> ReplayProcessor:
-    return _replay_class(type(original))(original)
+    return _signed_class(ReplayProcessor, type(original))(original)
+
+
+def keeping_processor(original) -> KeepingProcessor:
+    return _signed_class(KeepingProcessor, type(original))(original)
 
 
 def output_bytes(output) -> int:
@@ -101,18 +129,18 @@ class AttentionCache:
         self.computed = {layer.index: 0 for layer in self.layers}
         self.reused = {layer.index: 0 for layer in self.layers}
         self.branch: str | None = None
-        self._keeping: set[int] = set()
-        self._hooks = [layer.module.register_forward_hook(functools.partial(self._keep, layer.index)) for layer in self.layers]
+        self.keeping: set[int] = set()  # layers whose output this forward keeps
 
     def begin_forward(self, ctx) -> dict[int, object]:
-        """Decide this forward: returns {layer: kept output} for the layers that reuse."""
+        """Decide this forward: returns {layer: kept output} for the layers that reuse; the layers
+        to keep are in ``keeping``."""
         if ctx.step == 0 and ctx.call_in_step == 0:
             self.clear()  # a new generation
         self.branch = self.tracker.name if self.tracker.name is not None else f"call {ctx.call_in_step}"
         phase = self.config.phase(ctx.step, ctx.num_steps, ctx.progress)
         if phase == "outside" and self.outputs:
             self.clear()
-        replay, self._keeping = {}, set()
+        replay, self.keeping = {}, set()
         for layer in self.layers:
             index = layer.index
             kept = self.outputs.get((index, self.branch))
@@ -122,12 +150,17 @@ class AttentionCache:
                 continue
             self.computed[index] += 1
             if phase != "outside" and index not in self.over_cap:
-                self._keeping.add(index)
+                self.keeping.add(index)
         return replay
 
-    def _keep(self, index: int, module, args, output) -> None:
-        if index not in self._keeping:
-            return
+    def end_forward(self, outputs: dict[int, object]) -> None:
+        """File the outputs the keeping processors held this forward ({layer: output})."""
+        for index, output in outputs.items():
+            if index in self.keeping and output is not None:
+                self._keep(index, output)
+        self.keeping = set()
+
+    def _keep(self, index: int, output) -> None:
         key = (index, self.branch)
         size = output_bytes(output)
         previous = self.outputs.get(key)
@@ -152,8 +185,5 @@ class AttentionCache:
             self.computed[index] = self.reused[index] = 0
 
     def remove(self) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
         self.tracker.remove()
         self.clear()
