@@ -35,6 +35,8 @@ from .tile_order import TileOrderHooks, uses_tile_order
 
 METHOD_TYPES = (Radial, Neighborhood, Piecewise, Pyramid, TopK)
 CACHE_TYPES = (Broadcast, ResidualReuse)
+# diffusers caches that, like Broadcast, return kept attention outputs: the two cannot share a layer.
+ATTENTION_OUTPUT_CACHES = ("PyramidAttentionBroadcastConfig", "FasterCacheConfig")
 _STATE_ATTR = "_ditaccel_patch"
 
 
@@ -362,6 +364,12 @@ def patch(target, method=None, *, schedule: Schedule | None = None, cache=None, 
         if getattr(transformer, _STATE_ATTR, None) is not None:
             raise ValueError(f"{type(transformer).__name__} is already patched; call ditaccel.unpatch() first")
     adapters = [adapter_for(t) for t in transformers]  # raises on unsupported models before any change
+    if isinstance(cache, Broadcast):
+        for transformer in transformers:
+            enabled = type(getattr(transformer, "_cache_config", None)).__name__
+            if enabled in ATTENTION_OUTPUT_CACHES:
+                raise ValueError(f"ditaccel.Broadcast and diffusers' {enabled} (enabled on {type(transformer).__name__}) "
+                                 "both reuse attention outputs; use one of them (transformer.disable_cache() drops diffusers')")
     scheduler = getattr(target, "scheduler", None) if not isinstance(target, torch.nn.Module) else None
     states = []
     try:

@@ -94,3 +94,17 @@ def test_patch_takes_a_diffusers_cache_config_and_unpatch_disables_it(built):
     with ditaccel.patch(case.pipe, cache=diffusers.FirstBlockCacheConfig(threshold=0.2)):  # dense + diffusers' cache
         case.generate()
     assert torch.equal(case.generate(), plain)
+
+
+def test_broadcast_refuses_diffusers_attention_broadcast_in_one_line(built):
+    if "wan" not in built:
+        built["wan"] = BUILDERS["wan"]()
+    case = built["wan"]
+    transformer = case.pipe.transformer
+    transformer.enable_cache(_config("pab", case.pipe, 3))
+    try:
+        with pytest.raises(ValueError, match="ditaccel.Broadcast and diffusers' PyramidAttentionBroadcastConfig"):
+            ditaccel.patch(case.pipe, "radial", cache=ditaccel.Broadcast())
+        assert not ditaccel.is_patched(case.pipe)
+    finally:
+        transformer.disable_cache()
