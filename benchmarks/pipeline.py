@@ -28,6 +28,9 @@ import traceback
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+from attention import gpu_name  # noqa: E402
 
 WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
                 text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
@@ -36,14 +39,6 @@ WAN_14B = dict(WAN_1_3B, num_attention_heads=40, ffn_dim=13824, num_layers=40)
 PIPELINE_COMBINATIONS = ["dense", "radial", "broadcast", "radial + broadcast", "radial + residual_reuse",
                          "first_block_cache", "radial + first_block_cache"]
 FBC_THRESHOLD = 0.05  # diffusers' FirstBlockCache default-ish for Wan (docs use 0.05-0.1)
-
-
-def gpu_name() -> str:
-    name = torch.cuda.get_device_name()
-    for tag in ("H100", "H200", "A100", "B200"):
-        if tag in name:
-            return tag.lower()
-    return name.replace(" ", "_").lower()
 
 
 def environment() -> dict:

@@ -110,3 +110,22 @@ def extra_kv(value, q):
             raise ValueError(f"extra_kv: kv_len must have shape [{B}] (one length per sample), got {tuple(kv_len.shape)}")
         kv_len = kv_len.to(q.device)
     return k_extra, v_extra, kv_len
+
+
+def layer_indices(name: str, value) -> tuple[int, ...] | None:
+    """None (all layers) or layer indices >= 0, as a sorted tuple."""
+    if value is None:
+        return None
+    if isinstance(value, (int, str)) or not isinstance(value, Sequence) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value):
+        raise ValueError(f"{name} must be None (all) or a tuple of layer indices >= 0, got {value!r}")
+    return tuple(sorted(set(value)))
+
+
+def byte_cap(name: str, value) -> int | None:
+    """None (no cap) or a number of bytes >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"{name} must be None (no cap) or a number of bytes >= 0, got {value!r}")
+    return int(value)

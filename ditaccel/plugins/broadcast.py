@@ -47,13 +47,8 @@ class Broadcast:
                 or not 0.0 <= window[0] <= window[1] <= 1.0):
             raise ValueError(f"window must be (start, end) fractions of the steps with 0 <= start <= end <= 1, got {window!r}")
         object.__setattr__(self, "window", (float(window[0]), float(window[1])))
-        if self.layers is not None:
-            layers = self.layers
-            if isinstance(layers, int) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers):
-                raise ValueError(f"layers must be None (all) or a tuple of layer indices >= 0, got {layers!r}")
-            object.__setattr__(self, "layers", tuple(sorted(set(layers))))
-        if self.max_cache_bytes is not None:
-            checks.number_in("max_cache_bytes", self.max_cache_bytes, 0, math.inf)
+        object.__setattr__(self, "layers", checks.layer_indices("layers", self.layers))
+        object.__setattr__(self, "max_cache_bytes", checks.byte_cap("max_cache_bytes", self.max_cache_bytes))
 
     def applies_to(self, layer: int) -> bool:
         return self.layers is None or layer in self.layers

@@ -10,12 +10,12 @@ method, static or dynamic; R is kept per (layer, CFG branch), as Broadcast keeps
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .. import checks
 from .attention_cache import BranchTracker, output_bytes
 
 
@@ -47,15 +47,8 @@ class ResidualReuse:
                              f"got {self.reference!r}")
         if not isinstance(self.reference, str) and not hasattr(self.reference, "block_size"):
             raise TypeError(f"reference must be 'dense' or a method config, got {type(self.reference).__name__}")
-        if self.layers is not None:
-            layers = self.layers
-            if isinstance(layers, int) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers):
-                raise ValueError(f"layers must be None (all) or a tuple of layer indices >= 0, got {layers!r}")
-            object.__setattr__(self, "layers", tuple(sorted(set(layers))))
-        if self.max_cache_bytes is not None and (isinstance(self.max_cache_bytes, bool)
-                                                 or not isinstance(self.max_cache_bytes, (int, float))
-                                                 or not 0 <= self.max_cache_bytes < math.inf):
-            raise ValueError(f"max_cache_bytes must be None or a number of bytes >= 0, got {self.max_cache_bytes!r}")
+        object.__setattr__(self, "layers", checks.layer_indices("layers", self.layers))
+        object.__setattr__(self, "max_cache_bytes", checks.byte_cap("max_cache_bytes", self.max_cache_bytes))
 
     def applies_to(self, layer: int) -> bool:
         return self.layers is None or layer in self.layers

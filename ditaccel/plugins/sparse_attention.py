@@ -34,6 +34,19 @@ from ..kernels.tiling import Grid, TokenTiling
 TEXT_POSITIONS = ("none", "first", "last")
 
 
+def _check_call(grid: Grid, seq_len: int, text_len: int, text_position: str) -> int:
+    """The grid's video token count, after checking it against the call's sequence."""
+    if text_position not in TEXT_POSITIONS:
+        raise ValueError(f"text_position must be one of {list(TEXT_POSITIONS)}, got {text_position!r}")
+    n_video = grid[0] * grid[1] * grid[2]
+    if seq_len - text_len != n_video:
+        raise ValueError(
+            f"latent grid (T', H', W')={tuple(grid)} has {n_video} tokens but the attention call has "
+            f"{seq_len - text_len} video tokens (sequence {seq_len}, text {text_len}); the grid does not match the sequence"
+        )
+    return n_video
+
+
 @functools.lru_cache(maxsize=32)
 def shared_video_layout(method, grid: Grid) -> BlockLayout:
     """Layouts depend only on (method config, grid): share them between patches (two Wan 2.2
@@ -107,15 +120,8 @@ class SparseAttention:
         """q, k, v: [B, S, H, D] with S = text_len + T'*H'*W'. text_mask: bool [B, text_len],
         True for real text tokens (None = all real). ``video_tiled``: the video tokens are in the
         layout's tile order already (a tile-order forward), not raster. Returns [B, S, H, D]."""
-        if text_position not in TEXT_POSITIONS:
-            raise ValueError(f"text_position must be one of {list(TEXT_POSITIONS)}, got {text_position!r}")
         B, S, H, D = q.shape
-        n_video = grid[0] * grid[1] * grid[2]
-        if S - text_len != n_video:
-            raise ValueError(
-                f"latent grid (T', H', W')={tuple(grid)} has {n_video} tokens but the attention call has "
-                f"{S - text_len} video tokens (sequence {S}, text {text_len}); the grid does not match the sequence"
-            )
+        n_video = _check_call(grid, S, text_len, text_position)
         layout = self.layout(grid, text_len, q.device)
         text_order = kv_len = None
         if text_len and text_mask is not None:
@@ -145,15 +151,8 @@ class SparseAttention:
     ) -> tuple[torch.Tensor, torch.Tensor | float]:
         """A dynamic method's call: arguments as for ``__call__``. Returns the output in the model's
         order and the computed fraction of the video-video attention the method reports."""
-        if text_position not in TEXT_POSITIONS:
-            raise ValueError(f"text_position must be one of {list(TEXT_POSITIONS)}, got {text_position!r}")
         B, S, H, D = q.shape
-        n_video = grid[0] * grid[1] * grid[2]
-        if S - text_len != n_video:
-            raise ValueError(
-                f"latent grid (T', H', W')={tuple(grid)} has {n_video} tokens but the attention call has "
-                f"{S - text_len} video tokens (sequence {S}, text {text_len}); the grid does not match the sequence"
-            )
+        n_video = _check_call(grid, S, text_len, text_position)
         first = text_position == "first"
         video = slice(text_len, S) if first else slice(0, n_video)
         text = slice(0, text_len) if first else slice(n_video, S)
