@@ -122,7 +122,7 @@ def _add_generate(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, default=16, help="number of frames (default: %(default)s, as trained)")
     p.add_argument("--size", type=int, default=64, help="height = width in pixels, multiple of 4 (default: %(default)s)")
-    p.add_argument("--method", default="none", help="sparse attention preset passed to ditaccel.patch: radial, neighborhood (default: none = dense)")
+    p.add_argument("--method", default="none", help="sparse attention preset passed to ditaccel.patch: radial, neighborhood, piecewise, pyramid, topk (default: none = dense)")
     p.add_argument("--compare", action="store_true", help="also generate dense with the same seed; print both times, the per-layer table and PSNR vs dense")
     p.add_argument("--out", default=None, help="output .mp4 path (default: outputs/<prompt>_seed<seed>.mp4)")
     p.add_argument("--fps", type=int, default=8)
