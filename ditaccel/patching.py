@@ -152,7 +152,10 @@ class PatchState:
             self._dynamic_computed = torch.zeros((), dtype=torch.float32, device=device)
             if previous is not None:
                 self._dynamic_computed += previous.to(device)
-        return self._enter_tile_order(module, args, kwargs, device) if any_sparse else None
+        # With Broadcast, every forward of a sparse method takes the same token order (tile order where
+        # it applies, dense and all-reused forwards too): a kept output is replayed in the order it was made in.
+        same_order = self.cache is not None and self.runner is not None
+        return self._enter_tile_order(module, args, kwargs, device) if any_sparse or same_order else None
 
     def _reference_density(self, grid) -> float:
         if self.reference_runner is None:

@@ -249,3 +249,22 @@ def test_broadcast_under_regional_compile_does_not_recompile_per_step(cases):
     assert graphs <= 4  # dense, sparse, each under a keeping processor, replay: not one per step or layer
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
     assert torch.equal(compiled, again)
+
+
+def test_broadcast_with_a_tiled_method_replays_outputs_in_the_order_they_were_made(cases):
+    """A tiled neighbourhood runs its forwards in tile order; with Broadcast the dense and the
+    all-reused forwards do too, so kept outputs are replayed in their own token order: the result
+    equals the same patch moving tokens per call (tile_order=False)."""
+    case = get_case(cases, "wan")
+    method = ditaccel.Neighborhood(window=(3, 3, 3), block_size=64)
+    cache = ditaccel.Broadcast(period=2, window=(0.0, 1.0))
+    schedule = ditaccel.Schedule(dense_steps=1)
+    call = {**case.call_kwargs, "num_inference_steps": 4, "num_frames": 13, "height": 64, "width": 128}  # grid 4 x 4 x 8
+    outputs = {}
+    for tile_order in (True, False):
+        with ditaccel.patch(case.pipe, method, schedule=schedule, cache=cache, tile_order=tile_order) as handle:
+            outputs[tile_order] = case.pipe(**call, generator=torch.Generator().manual_seed(0)).frames
+            order = handle.summary().token_order.get("WanTransformer3DModel", "")
+        if tile_order:
+            assert "tile order" in order, order
+    torch.testing.assert_close(outputs[True], outputs[False], atol=1e-5, rtol=1e-5)
