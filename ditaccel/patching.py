@@ -73,7 +73,7 @@ class PatchState:
         if self.diffusers_cache:
             transformer.enable_cache(cache)
         broadcast = isinstance(cache, Broadcast)
-        self.cache = AttentionCache(cache, transformer, self.layers) if broadcast else None
+        self.cache = AttentionCache(cache, transformer, self.layers, adapter.cross_attention_layers(transformer)) if broadcast else None
         cached = self.cache.layers if broadcast else []
         self.replays = {layer.index: replay_processor(self.originals[layer.index]) for layer in cached}
         self.keepers = {layer.index: keeping_processor(self.originals[layer.index]) for layer in cached}
@@ -203,10 +203,11 @@ class PatchState:
     def _post_forward(self, module, args, output):
         self.context.tiling = None
         if self.cache is not None:
-            kept = {}
+            kept = self.cache.cross_kept()
             for index in self.cache.keeping:
-                keeper = self.keepers[index]
-                kept[index], keeper.kept = keeper.kept, None
+                if index in self.keepers:
+                    keeper = self.keepers[index]
+                    kept[index], keeper.kept = keeper.kept, None
             self.cache.end_forward(kept)
         return None
 
@@ -273,6 +274,8 @@ class Summary:
     rows: list[dict]
     token_order: dict[str, str] = field(default_factory=dict)  # transformer -> video token order of its last sparse forward
     cache_bytes: dict[str, int] = field(default_factory=dict)  # transformer -> peak memory of the attention cache
+    # transformer -> {"computed": n, "reused": n}: calls of the cross-attention layers Broadcast(cross_period=) caches
+    cross_attention: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def compute_fraction(self) -> float | None:
@@ -298,6 +301,8 @@ class Summary:
             lines.append(f"attention compute: {self.compute_fraction:.3f} of dense (computed video blocks over all, every call)")
         lines += [f"{name}: video tokens in {order}" for name, order in self.token_order.items()]
         lines += [f"{name}: attention cache peak {size / 2**20:.1f} MiB" for name, size in self.cache_bytes.items()]
+        lines += [f"{name}: cross-attention calls computed {c['computed']}, reused {c['reused']}"
+                  for name, c in self.cross_attention.items()]
         return "\n".join(lines)
 
 
@@ -410,7 +415,7 @@ def unpatch(target) -> None:
 
 
 def summary(target) -> Summary:
-    rows, token_order, cache_bytes = [], {}, {}
+    rows, token_order, cache_bytes, cross_attention = [], {}, {}, {}
     transformers = transformers_of(target)
     for i, transformer in enumerate(transformers):
         state = getattr(transformer, _STATE_ATTR, None)
@@ -447,12 +452,16 @@ def summary(target) -> Summary:
                 }
             )
         kept = cache if cache is not None else state.residuals
+        label = type(transformer).__name__ + (f" #{i + 1}" if len(transformers) > 1 else "")
         if kept is not None:
-            cache_bytes[type(transformer).__name__ + (f" #{i + 1}" if len(transformers) > 1 else "")] = kept.peak_bytes
+            cache_bytes[label] = kept.peak_bytes
+        if cache is not None and cache.cross:
+            cross_attention[label] = {"computed": sum(cache.computed[k] for k in cache.cross),
+                                      "reused": sum(cache.reused[k] for k in cache.cross)}
         if state.token_order is not None:
             name = type(transformer).__name__ + (f" #{i + 1}" if len(transformers) > 1 else "")
             token_order[name] = state.token_order
-    return Summary(rows, token_order, cache_bytes)
+    return Summary(rows, token_order, cache_bytes, cross_attention)
 
 
 def is_patched(target) -> bool:

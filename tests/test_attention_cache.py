@@ -268,3 +268,36 @@ def test_broadcast_with_a_tiled_method_replays_outputs_in_the_order_they_were_ma
         if tile_order:
             assert "tile order" in order, order
     torch.testing.assert_close(outputs[True], outputs[False], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["wan", "ltx"])
+def test_cross_attention_reuse_with_its_own_period(family, cases):
+    """Broadcast(cross_period=3): the text cross-attention layers reuse on their own period, per
+    branch; self-attention keeps its period; unpatch gives the cross-attention its processors back."""
+    case = get_case(cases, family)
+    transformer = case.pipe.transformer
+    cross = [m for name, m in transformer.named_modules() if name.endswith("attn2")]
+    originals = [m.processor for m in cross]
+    seen = {}
+    cache = ditaccel.Broadcast(period=2, cross_period=3, window=(0.0, 1.0))
+    with ditaccel.patch(case.pipe, cache=cache) as handle:
+        state = handle.states[0]
+        hooks = [m.register_forward_hook(lambda mod, a, out, i=i: seen.__setitem__((i, state.context.step, state.context.call_in_step), out))
+                 for i, m in enumerate(cross)]
+        try:
+            generate(case, 6)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        summary = handle.summary()
+        rows = summary.rows
+    calls = max(c for _, _, c in seen) + 1
+    for i in range(len(cross)):
+        for call in range(calls):
+            for step, source in ((1, 0), (2, 0), (4, 3), (5, 3)):
+                assert seen[(i, step, call)] is seen[(i, source, call)]
+            assert seen[(i, 3, call)] is not seen[(i, 0, call)]
+    assert all(row["reused_steps"] == [1, 3, 5] for row in rows)  # self-attention: period 2
+    name = type(transformer).__name__
+    assert summary.cross_attention[name] == {"computed": 2 * len(cross) * calls, "reused": 4 * len(cross) * calls}
+    assert [m.processor for m in cross] == originals

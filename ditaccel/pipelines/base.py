@@ -46,6 +46,9 @@ class ModelAdapter:
     # blocks' rotary tables (token dim ``rotary_token_dim``; None: no such module). None = the
     # family runs in the model's token order only (attention calls then copy tokens per call).
     tile_order_modules: tuple[str, str, str | None] | None = None
+    # (block list attribute, attention attribute) of the text cross-attention, for families that have
+    # one (video self-attention + cross-attention): what Broadcast(cross_period=...) may reuse.
+    cross_attention_groups: tuple[tuple[str, str], ...] = ()
     rotary_token_dim: int = 1
 
     def matches(self, transformer: torch.nn.Module) -> bool:
@@ -87,17 +90,25 @@ class ModelAdapter:
         return None
 
     def attention_layers(self, transformer: torch.nn.Module) -> list[AttentionLayer]:
-        named = [
-            (f"{blocks}.{i}.{attention}", getattr(block, attention))
-            for blocks, attention in self.layer_groups
-            for i, block in enumerate(getattr(transformer, blocks))
-        ]
-        return [AttentionLayer(index, name, module) for index, (name, module) in enumerate(named)]
+        return _layers(transformer, self.layer_groups)
+
+    def cross_attention_layers(self, transformer: torch.nn.Module) -> list[AttentionLayer]:
+        """The text cross-attention modules (indices of their own, from 0), if the family has them."""
+        return _layers(transformer, self.cross_attention_groups)
 
     def sparse_processor(self, original, layer: AttentionLayer, patch_state) -> object:
         """A processor for ``layer`` that runs the sparse path; ``original`` is the upstream one."""
         require_processor(original, layer, *self.upstream_processors)
         return self.sparse_processor_class(layer.index, patch_state, original)
+
+
+def _layers(transformer: torch.nn.Module, groups) -> list[AttentionLayer]:
+    named = [
+        (f"{blocks}.{i}.{attention}", getattr(block, attention))
+        for blocks, attention in groups
+        for i, block in enumerate(getattr(transformer, blocks))
+    ]
+    return [AttentionLayer(index, name, module) for index, (name, module) in enumerate(named)]
 
 
 def argument(args: tuple, kwargs: dict, name: str, position: int):

@@ -55,6 +55,7 @@ class LTXAdapter(ModelAdapter):
     transformer_classes = ("LTXVideoTransformer3DModel",)
     text_position = "none"
     layer_groups = (("transformer_blocks", "attn1"),)
+    cross_attention_groups = (("transformer_blocks", "attn2"),)
     upstream_processors = (LTXVideoAttnProcessor,)
     sparse_processor_class = LTXSparseProcessor
     tile_order_modules = ("proj_in", "proj_out", "rope")  # rope tables [B, N, D]

@@ -64,6 +64,7 @@ class WanAdapter(ModelAdapter):
     transformer_classes = ("WanTransformer3DModel",)
     text_position = "none"
     layer_groups = (("blocks", "attn1"),)
+    cross_attention_groups = (("blocks", "attn2"),)
     upstream_processors = (WanAttnProcessor,)
     sparse_processor_class = WanSparseProcessor
     tile_order_modules = ("patch_embedding", "proj_out", "rope")  # rope tables [1, N, 1, D]

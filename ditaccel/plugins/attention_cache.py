@@ -15,6 +15,9 @@ kept attention outputs, and the replay processors that hand them back.
   output projection all skipped).
 Both carry the original processor's ``__call__`` signature, because diffusers drops keyword
 arguments a processor's signature does not name (with a warning).
+- Cross-attention (``cross_period``, families with a text cross-attention): the same keeping and
+  replay processors, swapped on those modules by this object itself (they are not patched
+  otherwise), keyed "cross {i}", with their own period.
 - A new generation (step 0, first call) drops every kept output; so does leaving the window.
 """
 
@@ -118,16 +121,22 @@ def output_bytes(output) -> int:
 class AttentionCache:
     """Kept outputs and counters of one cache config over the patched attention layers."""
 
-    def __init__(self, config, transformer: torch.nn.Module, layers) -> None:
+    def __init__(self, config, transformer: torch.nn.Module, layers, cross_layers=()) -> None:
         self.config = config
         self.tracker = BranchTracker(transformer)
         self.layers = [layer for layer in layers if config.applies_to(layer.index)]
+        # Cross-attention sites: key -> (module, its own processor, keeping twin, replay twin).
+        self.cross = {}
+        if config.cross_period is not None:
+            for layer in cross_layers:
+                original = layer.module.processor
+                self.cross[f"cross {layer.index}"] = (layer.module, original, keeping_processor(original), replay_processor(original))
         self.outputs: dict[tuple[int, str], object] = {}
         self.bytes = 0
         self.peak_bytes = 0  # most memory the kept outputs held at once
         self.over_cap: set[int] = set()  # layers refused by max_cache_bytes: they compute every step
-        self.computed = {layer.index: 0 for layer in self.layers}
-        self.reused = {layer.index: 0 for layer in self.layers}
+        self.computed = {key: 0 for key in [layer.index for layer in self.layers] + list(self.cross)}
+        self.reused = dict.fromkeys(self.computed, 0)
         self.branch: str | None = None
         self.keeping: set[int] = set()  # layers whose output this forward keeps
 
@@ -151,7 +160,35 @@ class AttentionCache:
             self.computed[index] += 1
             if phase != "outside" and index not in self.over_cap:
                 self.keeping.add(index)
+        self._swap_cross(ctx)
         return replay
+
+    def _swap_cross(self, ctx) -> None:
+        """Cross-attention sites: this object swaps their processors itself."""
+        if not self.cross:
+            return
+        phase = self.config.phase(ctx.step, ctx.num_steps, ctx.progress, self.config.cross_period)
+        for key, (module, original, keeper, replayer) in self.cross.items():
+            kept = self.outputs.get((key, self.branch))
+            if phase == "reuse" and kept is not None:
+                replayer.output, processor = kept, replayer
+                self.reused[key] += 1
+            else:
+                self.computed[key] += 1
+                processor = original
+                if phase != "outside" and key not in self.over_cap:
+                    keeper.inner, processor = original, keeper
+                    self.keeping.add(key)
+            if module.processor is not processor:
+                module.processor = processor
+
+    def cross_kept(self) -> dict:
+        """{key: output} the cross-attention keeping processors held this forward (cleared)."""
+        kept = {}
+        for key, (_, _, keeper, _) in self.cross.items():
+            if key in self.keeping:
+                kept[key], keeper.kept = keeper.kept, None
+        return kept
 
     def end_forward(self, outputs: dict[int, object]) -> None:
         """File the outputs the keeping processors held this forward ({layer: output})."""
@@ -185,5 +222,7 @@ class AttentionCache:
             self.computed[index] = self.reused[index] = 0
 
     def remove(self) -> None:
+        for module, original, _, _ in self.cross.values():
+            module.processor = original
         self.tracker.remove()
         self.clear()

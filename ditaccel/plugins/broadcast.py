@@ -29,18 +29,25 @@ class Broadcast:
         layers: indices of the patched attention layers that may reuse (None = all).
         max_cache_bytes: cap on the memory of the kept outputs (all layers and branches); layers
             that would pass it compute every step. None = no cap.
+        cross_period: the period of the text cross-attention layers, in families that have them
+            (Wan, LTX; the paper reuses cross-attention longest, e.g. 5-6); None leaves them alone.
     """
 
     period: int = 2
     window: tuple[float, float] = (0.25, 0.85)
     layers: tuple[int, ...] | None = None
     max_cache_bytes: int | None = None
+    cross_period: int | None = None
 
     name = "broadcast"
 
     def __post_init__(self) -> None:
-        if isinstance(self.period, bool) or not isinstance(self.period, int) or self.period < 1:
-            raise ValueError(f"period must be an int >= 1 (recompute every period steps), got {self.period!r}")
+        for name in ("period", "cross_period"):
+            value = getattr(self, name)
+            if name == "cross_period" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1 (recompute every {name} steps), got {value!r}")
         window = self.window
         if (not isinstance(window, (tuple, list)) or len(window) != 2
                 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in window)
@@ -53,7 +60,7 @@ class Broadcast:
     def applies_to(self, layer: int) -> bool:
         return self.layers is None or layer in self.layers
 
-    def phase(self, step: int, num_steps: int | None, progress: float | None) -> str:
+    def phase(self, step: int, num_steps: int | None, progress: float | None, period: int | None = None) -> str:
         """"outside" the window (compute, keep nothing), "compute" (compute and keep the output) or
         "reuse" (return the kept output) for ``step``: inside the window every ``period``-th step
         counted from the window's first step computes."""
@@ -69,4 +76,5 @@ class Broadcast:
             if not start <= p < end:
                 return "outside"
             offset = step
-        return "compute" if self.period == 1 or offset % self.period == 0 else "reuse"
+        period = self.period if period is None else period
+        return "compute" if period == 1 or offset % period == 0 else "reuse"
