@@ -301,3 +301,17 @@ def test_cross_attention_reuse_with_its_own_period(family, cases):
     name = type(transformer).__name__
     assert summary.cross_attention[name] == {"computed": 2 * len(cross) * calls, "reused": 4 * len(cross) * calls}
     assert [m.processor for m in cross] == originals
+
+
+@pytest.mark.parametrize("family", sorted(BUILDERS))
+def test_broadcast_and_residual_reuse_run_in_every_family(family, cases):
+    case = get_case(cases, family)
+    for method, cache in ((None, ditaccel.Broadcast(window=(0.0, 1.0))),
+                          (ditaccel.Radial(block_size=64), ditaccel.Broadcast(window=(0.0, 1.0), cross_period=3)),
+                          (ditaccel.Radial(block_size=64), ditaccel.ResidualReuse(refresh_every=2))):
+        with ditaccel.patch(case.pipe, method, schedule=ditaccel.Schedule(), cache=cache) as handle:
+            out = getattr(generate(case, 4), case.output_attr)
+            rows = handle.summary().rows
+        assert torch.isfinite(out).all()
+        if isinstance(cache, ditaccel.Broadcast):
+            assert all(row["reused_steps"] == [1, 3] for row in rows)
