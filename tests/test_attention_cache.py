@@ -310,8 +310,8 @@ def test_broadcast_and_residual_reuse_run_in_every_family(family, cases):
                           (ditaccel.Radial(block_size=64), ditaccel.Broadcast(window=(0.0, 1.0), cross_period=3)),
                           (ditaccel.Radial(block_size=64), ditaccel.ResidualReuse(refresh_every=2))):
         with ditaccel.patch(case.pipe, method, schedule=ditaccel.Schedule(), cache=cache) as handle:
-            out = getattr(generate(case, 4), case.output_attr)
+            out = getattr(generate(case, 2), case.output_attr)
             rows = handle.summary().rows
         assert torch.isfinite(out).all()
         if isinstance(cache, ditaccel.Broadcast):
-            assert all(row["reused_steps"] == [1, 3] for row in rows)
+            assert all(row["reused_steps"] == [1] for row in rows)
