@@ -324,6 +324,8 @@ class PatchHandle:
         for state in self.states:
             state.history = {layer.index: LayerHistory() for layer in state.layers}
             state._dynamic_computed = None
+            if state.cache is not None:
+                state.cache.reset_counts()
 
     def __enter__(self) -> "PatchHandle":
         return self
