@@ -79,9 +79,6 @@ class PatchState:
         self.keepers = {layer.index: keeping_processor(self.originals[layer.index]) for layer in cached}
         self.residuals = self.reference_runner = None
         if isinstance(cache, ResidualReuse):
-            if method is None:
-                raise ValueError("cache=ditaccel.ResidualReuse(...) keeps the dense-minus-sparse residual of a sparse "
-                                 "method: give a method too (e.g. patch(pipe, 'radial', cache=...))")
             self.residuals = ResidualStore(cache, transformer)
             if not isinstance(cache.reference, str):
                 self.reference_runner = SparseAttention(_resolve_method(cache.reference, adapter.family)[0], backend=backend)
@@ -365,6 +362,9 @@ def patch(target, method=None, *, schedule: Schedule | None = None, cache=None, 
                         f"diffusers cache config (FirstBlockCacheConfig, TaylorSeerCacheConfig, ...), got {type(cache).__name__}")
     if method is None and cache is None:
         raise ValueError("patch() needs a method, a cache, or both; got method=None and cache=None")
+    if method is None and isinstance(cache, ResidualReuse):
+        raise ValueError("cache=ditaccel.ResidualReuse(...) keeps the dense-minus-sparse residual of a sparse "
+                         "method: give a method too (e.g. patch(pipe, 'radial', cache=...))")
     if not isinstance(tile_order, bool):
         raise TypeError(f"tile_order must be True or False, got {tile_order!r}")
     if schedule is not None and not isinstance(schedule, Schedule):
