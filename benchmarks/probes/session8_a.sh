@@ -1,5 +1,7 @@
 # Issue 12 on the H200, one call (carry .ext for the external kernels; .whl for diffusers):
-#   run(command="<wheel install prefix>; bash benchmarks/probes/session8_a.sh", carry=[".whl", ".ext"])
+#   run(command="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site
+#       .whl/diffusers*.whl .whl/importlib*.whl .whl/zipp*.whl && export PYTHONPATH=/tmp/site:$PWD || exit;
+#       bash benchmarks/probes/session8_a.sh", carry=[".whl", ".ext"])   (session8_b: carry .whl and .lpips)
 # 1. the dynamic methods' kernel tests compiled, bf16 included; 2. their attention rows (whole call,
 # overheads, kernel, cuDNN in the same run; bf16 check against the reference); 3. PISA's and PSA's own
 # kernels at the same shapes (benchmarks/external_kernels.py, their code from .ext, never committed).
