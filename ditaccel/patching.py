@@ -22,12 +22,12 @@ from .pipelines import adapter_for
 from .pipelines.base import AttentionLayer, ModelAdapter, argument
 from .plugins.attention_cache import AttentionCache, keeping_processor, replay_processor
 from .plugins.broadcast import Broadcast
-from .plugins.residual_reuse import ResidualReuse, ResidualStore, dense_attention
+from .plugins.residual_reuse import ResidualReuse, ResidualStore
 from .plugins.neighborhood import Neighborhood
 from .plugins.piecewise import Piecewise
 from .plugins.pyramid import Pyramid
 from .plugins.radial import Radial
-from .plugins.sparse_attention import SparseAttention
+from .plugins.sparse_attention import SparseAttention, dense_attention
 from .plugins.topk import TopK
 from .presets import PRESETS, default_schedule, preset, radial_defaults
 from .schedule import Schedule
@@ -144,7 +144,7 @@ class PatchState:
             # a compiled block, layout construction would become part of the graph.
             self.runner.prepare(ctx.grid, text_len or 0, device)
         data_dependent = any_sparse and self.runner.dynamic and self.block_density(ctx.grid) is None
-        if any_sparse and data_dependent and (self._dynamic_computed is None or self._dynamic_computed.device != device):
+        if data_dependent and (self._dynamic_computed is None or self._dynamic_computed.device != device):
             previous = self._dynamic_computed
             self._dynamic_computed = torch.zeros((), dtype=torch.float32, device=device)
             if previous is not None:

@@ -156,7 +156,7 @@ def spy_attend(monkeypatch):
 
 @pytest.mark.parametrize("family", ["wan", "flux"])
 def test_residual_reuse_outputs_the_reference_on_refresh_and_sparse_plus_residual_after(family, cases, monkeypatch):
-    from ditaccel.plugins.residual_reuse import dense_attention
+    from ditaccel.plugins.sparse_attention import dense_attention
 
     case = get_case(cases, family)
     calls = spy_attend(monkeypatch)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .. import checks
 from .attention_cache import BranchTracker, output_bytes
@@ -52,20 +51,6 @@ class ResidualReuse:
 
     def applies_to(self, layer: int) -> bool:
         return self.layers is None or layer in self.layers
-
-
-def dense_attention(q, k, v, *, text_len: int, text_position: str, text_mask, scale) -> torch.Tensor:
-    """Dense attention of [B, S, H, D] q, k, v in the model's order, padded text keys masked (what
-    the model's own processor computes)."""
-    mask = None
-    if text_len and text_mask is not None:
-        B, S = q.shape[:2]
-        keys = torch.ones(B, S, dtype=torch.bool, device=q.device)
-        text = slice(0, text_len) if text_position == "first" else slice(S - text_len, S)
-        keys[:, text] = text_mask.to(device=q.device, dtype=torch.bool)
-        mask = keys[:, None, None, :]
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=scale)
-    return out.transpose(1, 2).to(q.dtype)
 
 
 class ResidualStore:

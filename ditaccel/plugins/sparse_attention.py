@@ -126,8 +126,7 @@ class SparseAttention:
         text_order = kv_len = None
         if text_len and text_mask is not None:
             mask = text_mask.to(device=q.device, dtype=torch.bool)
-            # Valid text first (stable), so padding is a suffix cut off by kv_len.
-            text_order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+            text_order = valid_text_first(mask)
             kv_len = (layout.tiling.canon_len + mask.sum(1)).to(torch.int32)
         first = text_position == "first"
         return block_sparse_attention_model_order(
@@ -159,13 +158,12 @@ class SparseAttention:
         tiling = self.tiling(grid)
         move = not video_tiled and not tiling.is_identity
         qv, kv, vv = (tiling.to_canonical(x[:, video]) if move else x[:, video] for x in (q, k, v))
-        extra = mask = None
+        extra = None
         if text_len:
             kt, vt, kv_len = k[:, text], v[:, text], None
             if text_mask is not None:
                 mask = text_mask.to(device=q.device, dtype=torch.bool)
-                # Valid text first (stable), so the padding is a suffix the key count cuts off.
-                index = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :, None, None].expand_as(kt)
+                index = valid_text_first(mask)[:, :, None, None].expand_as(kt)
                 kt, vt, kv_len = kt.gather(1, index), vt.gather(1, index), mask.sum(1).to(torch.int32)
             extra = (kt, vt, kv_len)
         out_video, fraction = self.method.attend(qv, kv, vv, extra_kv=extra, scale=scale, backend=self.backend)
@@ -174,15 +172,28 @@ class SparseAttention:
             return out_video, fraction  # no copy into a new buffer: the video is the whole sequence
         out = torch.empty_like(q)
         out[:, video] = out_video
-        if text_len:
-            # Text queries see every key, as in the static methods' layouts (padded text masked).
-            attn_mask = None
-            if mask is not None:
-                keys = torch.ones(B, S, dtype=torch.bool, device=q.device)
-                keys[:, text] = mask
-                attn_mask = keys[:, None, None, :]
-            out_text = F.scaled_dot_product_attention(
-                q[:, text].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_mask, scale=scale
-            )
-            out[:, text] = out_text.transpose(1, 2).to(q.dtype)
+        # Text queries see every key, as in the static methods' layouts (padded text masked).
+        out[:, text] = dense_attention(q, k, v, text_len=text_len, text_position=text_position, text_mask=text_mask,
+                                       scale=scale, rows=text)
         return out, fraction
+
+
+def valid_text_first(mask: torch.Tensor) -> torch.Tensor:
+    """Per sample, the text positions with the valid ones first (stable): the padding becomes a
+    suffix a per-sample key count cuts off. mask: bool [B, text_len]."""
+    return torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+
+
+def dense_attention(q, k, v, *, text_len: int, text_position: str, text_mask, scale, rows: slice = slice(None)) -> torch.Tensor:
+    """Dense attention of the query ``rows`` of [B, S, H, D] q, k, v (model order) over every key,
+    padded text keys masked: what the model's own processor computes."""
+    mask = None
+    if text_len and text_mask is not None:
+        B, S = q.shape[:2]
+        keys = torch.ones(B, S, dtype=torch.bool, device=q.device)
+        text = slice(0, text_len) if text_position == "first" else slice(S - text_len, S)
+        keys[:, text] = text_mask.to(device=q.device, dtype=torch.bool)
+        mask = keys[:, None, None, :]
+    out = F.scaled_dot_product_attention(q[:, rows].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         attn_mask=mask, scale=scale)
+    return out.transpose(1, 2).to(q.dtype)
