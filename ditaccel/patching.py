@@ -13,6 +13,7 @@ generation, because nothing else was changed.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -72,6 +73,7 @@ class PatchState:
         self.diffusers_cache = cache is not None and is_diffusers_cache(cache)
         if self.diffusers_cache:
             transformer.enable_cache(cache)
+            warn_if_nothing_hooked(transformer, cache)
         broadcast = isinstance(cache, Broadcast)
         self.cache = AttentionCache(cache, transformer, self.layers, adapter.cross_attention_layers(transformer)) if broadcast else None
         cached = self.cache.layers if broadcast else []
@@ -400,6 +402,19 @@ def is_diffusers_cache(cache) -> bool:
     """Is ``cache`` one of diffusers' cache configs (what ``ModelMixin.enable_cache`` takes)?"""
     module = type(cache).__module__ or ""
     return module.startswith("diffusers.hooks") and type(cache).__name__.endswith("Config")
+
+
+def warn_if_nothing_hooked(transformer, cache) -> None:
+    """diffusers' caches hook the submodules their name patterns match; a pattern matching none
+    (diffusers 0.42's TaylorSeer default, ``^blocks.*attn`` under fullmatch, misses Wan's ``attn1``)
+    leaves the cache a silent no-op: say so."""
+    hooked = [name for name, module in transformer.named_modules()
+              if name and getattr(getattr(module, "_diffusers_hook", None), "hooks", None)]
+    if not hooked:
+        example = next((name for name, _ in transformer.named_modules() if "attn" in name.rsplit(".", 1)[-1]), "")
+        warnings.warn(f"{type(cache).__name__} hooked no module of {type(transformer).__name__}: its module name patterns "
+                      f"match none of the model's (e.g. {example!r}), so it caches nothing; pass its identifiers "
+                      "(e.g. TaylorSeerCacheConfig(cache_identifiers=[...]))", RuntimeWarning, stacklevel=4)
 
 
 def unpatch(target) -> None:

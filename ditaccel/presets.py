@@ -34,10 +34,15 @@ _NEIGHBORHOOD = {
 }
 # Piecewise (PISA): density 0.15 in blocks of 64 (the paper's setting). PISA published only a
 # FLUX script (first 4 attention layers dense, no dense steps); its Wan and HunyuanVideo
-# schedules are not public, so video families get the radial presets' warm-up (our choice).
+# schedules are not public, so video families get the radial presets' warm-up (our choice), and
+# the zeroth-order approximation: on the built-in video model the first-order term (PISA's default,
+# kept for FLUX) costs quality at equal compute, end to end (benchmarks/results/
+# eval_tiny_video_dynamic, H200: 25.5 dB PSNR / SSIM 0.857 with order 0 against 23.5 dB / 0.731
+# with order 1, both 0.49 of dense compute; top-k 22.4 dB / 0.859) and per call on captured q, k, v
+# (benchmarks/results/fidelity_tiled).
 _PIECEWISE = {
     "flux": (Piecewise(), Schedule(dense_steps=0, dense_layers=4)),
-    "default": (Piecewise(), Schedule(dense_steps=WARMUP, dense_layers=1)),
+    "default": (Piecewise(order=0), Schedule(dense_steps=WARMUP, dense_layers=1)),
 }
 # Top-k: the keep-or-drop baseline, on piecewise's blocks and schedules.
 _TOPK = {family: (TopK(density=m.density, block_size=m.block_size), s) for family, (m, s) in _PIECEWISE.items()}
