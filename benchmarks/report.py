@@ -109,6 +109,134 @@ def attention_section(path: str) -> list[str]:
     return lines
 
 
+def dynamic_section(path: str) -> list[str]:
+    """The dynamic methods' rows (benchmarks/attention.py --methods piecewise,pyramid,topk)."""
+    data = json.load(open(path))
+    env, recs = data["env"], data["records"]
+    lines = [
+        f"## Dynamic methods, one attention call: `{os.path.basename(path)}`",
+        "",
+        f"{env['gpu']}, torch {env['torch']}, Triton {env['triton']}, cuDNN {env.get('cudnn')}, {env['date']}. bf16, batch 1, "
+        "q, k, v from smooth random fields with 3-D rotary (`benchmarks/fidelity.py`'s synthetic inputs), each method's "
+        "preset for the case's family. `ours ms` = the call as the runtime makes it in a tile-order forward (video "
+        "tokens tiled already; text keys extra, text queries dense): `overhead ms` (statistics and selection, or "
+        "importance, levels, pooling and LUT) + `kernel ms`; `computed` = dense-equivalent compute of the exact and "
+        "pooled blocks (piecewise: exact blocks plus one summary key per other block); `exact rate` (top-k) = its "
+        "kernel's time per computed block against cuDNN's per block. cuDNN = SDPA forced to cuDNN, dense, same "
+        "tokens, same run. Medians of interleaved rounds.",
+        "",
+        "| case | method | config | computed | levels 1/2/4/8/skip | ours ms | overhead ms (share) | kernel ms | "
+        "cuDNN dense ms | vs cuDNN | exact rate vs cuDNN |",
+        "|---" * 11 + "|",
+    ]
+    for r in recs:
+        share = r.get("level_share")
+        levels = "/".join(f"{share[k]:.2f}" for k in ("1", "2", "4", "8", "0")) if share else "-"
+        lines.append(
+            f"| {r['case']} | {r['method']} | `{r['config']}` | {fmt(r['computed_fraction'], 3)} | {levels} | "
+            f"{fmt(r['ours_ms'])} | {fmt(r['overhead_ms'])} ({fmt(100 * r['overhead_share'], 0)}%) | {fmt(r['kernel_ms'])} | "
+            f"{fmt(r['cudnn_dense_ms'])} | {fmt(r['speedup_vs_cudnn'])}x | {fmt(r.get('exact_rate_vs_cudnn'))} |")
+    if data.get("checks"):
+        lines += ["", "Triton against the reference backend, bf16, on the same selection: "
+                  + "; ".join(f"{c['method']} rel L2 {c['rel_l2_err']:.1e} ({'passed' if c['passed'] else 'FAILED'}, "
+                              f"<= {c['tolerance']})" for c in data["checks"])
+                  + f" ({data['checks'][0]['tokens']:,} tokens x {data['checks'][0]['heads']} heads)."]
+    return lines
+
+
+def external_section(path: str) -> list[str]:
+    """PISA's and PSA's own kernels (benchmarks/external_kernels.py), never committed into our tree."""
+    data = json.load(open(path))
+    env = data["env"]
+    lines = [
+        f"## The papers' own kernels: `{os.path.basename(path)}`",
+        "",
+        f"{env['gpu']}, torch {env['torch']}, Triton {env['triton']}, {env['date']}. PISA "
+        f"({env['pisa']['repo']} @ {env['pisa']['commit'][:8]}) and PSA ({env['psa']['repo']} @ {env['psa']['commit'][:8]}), "
+        "imported at run time from a verbatim copy outside git; inputs as above, in PSA's Gilbert curve order. "
+        "`ms` = the public entry point's whole call, `kernel ms` its main Triton kernel alone, cuDNN in the same run. "
+        "`rel L2 vs dense` = the whole output against cuDNN's (these are approximations).",
+        "",
+        "| case | kernel | settings | computed | ms | kernel ms | cuDNN ms | vs cuDNN | rel L2 vs dense |",
+        "|---" * 9 + "|",
+    ]
+    for r in data["records"]:
+        settings = ", ".join(f"{k}={v}" for k, v in r.get("settings", {}).items() if k not in ("layout", "backend", "scale"))
+        lines.append(f"| {r['case']} | {r['kernel']} | {settings or '-'} | {fmt(r.get('density'), 3)} | {fmt(r.get('ms'))} | "
+                     f"{fmt(r.get('kernel_ms'))} | {fmt(r.get('cudnn_ms'))} | {fmt(r.get('speedup'))}x | "
+                     f"{fmt(r.get('rel_l2_vs_cudnn'), 3)} |")
+    return lines
+
+
+def pipeline_section(path: str) -> list[str]:
+    """benchmarks/pipeline.py: the 50-step pipeline (part a) or the step kinds and schedules (part b)."""
+    data = json.load(open(path))
+    head = (f"{data['gpu']}, torch {data['torch']}, Triton {data['triton']}, diffusers {data['diffusers']}, {data['date']}. "
+            f"{data['model']}, {data['height']}x{data['width']}, {data['frames']} frames, {data['steps']} steps, bf16.")
+    if data["part"] == "steps":
+        lines = [f"## Wan2.1-14B 720p, step kinds and 50-step totals: `{os.path.basename(path)}`", "",
+                 head + " One transformer forward of each kind, measured in one run (the first call of each kind "
+                 "is a warm-up); a schedule's total = 2 forwards per step (CFG) x the kinds its steps take by the "
+                 "runtime's rules (radial preset: first 24% of steps dense, layer 0 dense; Broadcast defaults: "
+                 "period 2 in (0.25, 0.85); ResidualReuse: refresh every 5th sparse step).", "",
+                 "| step kind | forward s |", "|---|---|"]
+        lines += [f"| {k} | {fmt(v['ms'] / 1e3)} |" if "ms" in v else f"| {k} | error: {v.get('error', '')[:100]} |"
+                  for k, v in data["kinds"].items()]
+        lines += ["", "| schedule | step kinds | 50-step total s | vs dense |", "|---|---|---|---|"]
+        for name, entry in data["schedules"].items():
+            kinds = ", ".join(f"{k} {n}" for k, n in entry["step_kinds"].items())
+            lines.append(f"| {name} | {kinds} | {fmt(entry['total_seconds'], 0)} | {fmt(entry.get('speedup_vs_dense'))}x |")
+        return lines
+    lines = [f"## Whole pipeline, 50 steps: `{os.path.basename(path)}`", "",
+             head + f" Scheduler {data['scheduler']}, guidance {data['guidance']} (two calls per step), prompt "
+             "embeddings given, latents out: the denoising loop's wall time after a 4-step warm-up of the same "
+             f"combination, all in one run. VAE decode alone: "
+             + (f"{fmt(data['vae_decode_seconds'])} s." if "vae_decode_seconds" in data else "not reached (the run was cut short)."), "",
+             "| combination | seconds | vs dense | attention compute | cache peak GiB | peak GiB | latents rel L2 vs dense |",
+             "|---|---|---|---|---|---|---|"]
+    # A run cut short has no speed-ups filled in: they come from its dense row, as pipeline.py makes them.
+    dense = next((r["seconds"] for r in data["runs"] if r["combination"] == "dense" and "seconds" in r), None)
+    for r in data["runs"]:
+        if "seconds" not in r:
+            lines.append(f"| {r['combination']} | error: {r.get('error', '')[:100]} | | | | | |")
+            continue
+        cache = r.get("cache_peak_bytes")
+        speedup = r.get("speedup_vs_dense") or (dense / r["seconds"] if dense else None)
+        lines.append(f"| {r['combination']} | {fmt(r['seconds'], 1)} | {fmt(speedup)}x | "
+                     f"{fmt(r.get('attention_compute'), 3)} | {fmt(cache / 2**30) if cache is not None else '-'} | "
+                     f"{fmt(r.get('peak_gib'))} | {fmt(r.get('latent_rel_l2_vs_dense'), 4)} |")
+    return lines
+
+
+def caches_plot(steps_path: str, eval_dir: str, out: str) -> str | None:
+    """PSNR on the built-in model (the caches' quality study) against the modelled 50-step speed-up at
+    Wan2.1-14B 720p (pipeline_steps_*.json), for the combinations both measured: which one to pick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = json.load(open(steps_path))["schedules"]
+    table = json.load(open(os.path.join(eval_dir, "results.json")))["aggregates"]
+    points = [(name, entry["speedup_vs_dense"], table[name]["psnr"]) for name, entry in steps.items()
+              if name in table and entry.get("speedup_vs_dense") and table[name].get("psnr")]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, speedup, psnr in points:
+        low, high = psnr["ci95"]
+        ax.errorbar(speedup, psnr["mean"], yerr=[[psnr["mean"] - low], [high - psnr["mean"]]], fmt="o", capsize=3)
+        ax.annotate(name, (speedup, psnr["mean"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("50-step speed-up over dense, Wan2.1-14B 720p (H200 step kinds)")
+    ax.set_ylabel("PSNR vs dense, built-in model (dB, 95% CI)")
+    ax.set_title("Sparse attention and caching: quality against speed", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def transformer_section(path: str) -> list[str]:
     data = json.load(open(path))
     lines = [
@@ -151,9 +279,20 @@ def main() -> None:
     args = ap.parse_args()
     lines = ["# Benchmark results", "", "Generated by `benchmarks/report.py` from the JSON files in `benchmarks/results/`.", ""]
     for path in sorted(glob.glob(os.path.join(args.results, "attention_*.json"))):
-        lines += attention_section(path) + [""]
+        dynamic = any("overhead_ms" in r for r in json.load(open(path))["records"])
+        lines += (dynamic_section(path) if dynamic else attention_section(path)) + [""]
+    for path in sorted(glob.glob(os.path.join(args.results, "external_kernels_*.json"))):
+        lines += external_section(path) + [""]
     for path in sorted(glob.glob(os.path.join(args.results, "transformer_*.json"))):
         lines += transformer_section(path) + [""]
+    for path in sorted(glob.glob(os.path.join(args.results, "pipeline_*.json"))):
+        lines += pipeline_section(path) + [""]
+        gpu = os.path.basename(path).rsplit("_", 1)[-1].removesuffix(".json")
+        caches = os.path.join(args.results, "eval_tiny_video_caches")
+        if "_steps_" in path and os.path.isdir(caches):
+            plot = caches_plot(path, caches, os.path.join(args.results, f"caches_quality_vs_speedup_{gpu}.png"))
+            if plot:
+                lines += [f"![quality against 50-step speed-up]({os.path.relpath(plot, os.path.dirname(args.out))})", ""]
     if os.path.exists(args.notes):
         lines += [open(args.notes).read()]
     with open(args.out, "w") as f:
