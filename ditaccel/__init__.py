@@ -6,6 +6,7 @@
     ditaccel.unpatch(pipe)           # back to the exact original behaviour
 """
 
+from .block_map import BlockMap, BlockMapRecorder
 from .plugins.broadcast import Broadcast
 from .patching import PatchHandle, Summary, is_patched, patch, summary, unpatch
 from .pipelines import supported_models
@@ -21,6 +22,8 @@ from .schedule import Schedule
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlockMap",
+    "BlockMapRecorder",
     "Broadcast",
     "Neighborhood",
     "PRESETS",

@@ -1,12 +1,15 @@
 """The ``ditaccel`` command line.
 
 Each subcommand is one ``_add_<name>`` function that declares its arguments and sets
-``handler``; ``main`` only dispatches. New subcommands (eval, bench, demo) add a function to
+``handler``; ``main`` only dispatches. A new subcommand adds a function to
 ``_SUBCOMMANDS``.
 
   ditaccel generate --prompt "a red circle moving right"           # built-in tiny model, CPU ok
-  ditaccel generate --prompt "a blue square moving up" --method radial --out outputs/blue.mp4
+  ditaccel generate --prompt "a blue square moving up" --method "radial + broadcast" --compare
+  ditaccel generate --model /models/Wan2.1-T2V-1.3B-Diffusers --method piecewise --frames 81 --compare
+  ditaccel bench --model /models/Wan2.1-T2V-1.3B-Diffusers --method radial
   ditaccel eval --methods radial,neighborhood,"radial(decay=0.5)" --seeds 0,1 --out eval_out
+  ditaccel demo [--model DIR] [--port 7860]
 """
 
 from __future__ import annotations
@@ -22,116 +25,163 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60] or "video"
 
 
-def _write_video_and_strip(frames, out: Path, fps: int, scale: int) -> tuple[Path, Path]:
-    """Write (F, H, W, 3) floats in [0, 1] as an mp4 (upscaled ``scale`` x) and a PNG frame strip."""
+def _write_strip(frames, path: Path, scale: int) -> Path:
+    """The frames side by side as one PNG (``scale`` x nearest-neighbour upscaling)."""
     import imageio.v2 as imageio
     import numpy as np
 
-    video = (np.asarray(frames) * 255.0).round().clip(0, 255).astype(np.uint8)
-    big = video.repeat(scale, axis=1).repeat(scale, axis=2)  # nearest neighbour keeps edges crisp
-    out.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimwrite(out, list(big), fps=fps, codec="libx264", quality=8, macro_block_size=1)
-    strip_scale = max(1, scale // 2)
-    strip = np.concatenate(list(video), axis=1).repeat(strip_scale, axis=0).repeat(strip_scale, axis=1)
-    strip_path = out.with_name(out.stem + "_frames.png")
-    imageio.imwrite(strip_path, strip)
-    return out, strip_path
+    from ditaccel.eval.metrics import to_uint8
+
+    video = to_uint8(frames)
+    strip = np.concatenate(list(video), axis=1).repeat(scale, axis=0).repeat(scale, axis=1)
+    imageio.imwrite(path, strip)
+    return path
+
+
+def _settings(args: argparse.Namespace):
+    from ditaccel.generation import GenerateSettings
+
+    height = args.height or args.size
+    width = args.width or args.size
+    return GenerateSettings(prompt=args.prompt, negative_prompt=args.negative_prompt, prompt_file=args.prompt_file,
+                            method=args.method, cache=args.cache, schedule=args.schedule, steps=args.steps,
+                            frames=args.frames, height=height, width=width, seed=args.seed, guidance=args.guidance,
+                            compare=getattr(args, "compare", False))
+
+
+def _session(args: argparse.Namespace, *, progress: bool):
+    import torch
+
+    from ditaccel.generation import Session
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return Session(args.model, device=args.device, dtype=args.dtype, compile=args.compile, progress=progress)
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
-    import ditaccel
-    from ditaccel.pipelines.tiny_video import load_tiny_video_pipeline
+    from ditaccel.generation import GenerationError, write_video
 
     t0 = time.perf_counter()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.compare and args.method == "none":
-        raise SystemExit("--compare runs dense and --method side by side: pass --method (e.g. radial)")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = load_tiny_video_pipeline(device=device, weights_dir=args.weights)
-    pipe.set_progress_bar_config(disable=args.quiet, desc="denoising")
-
-    def run(steps: int = args.steps):
-        generator = torch.Generator().manual_seed(args.seed)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = pipe(
-            args.prompt,
-            negative_prompt=args.negative_prompt,
-            num_inference_steps=steps,
-            guidance_scale=args.guidance,
-            num_frames=args.frames,
-            height=args.size,
-            width=args.size,
-            generator=generator,
-        )
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return result.frames[0], time.perf_counter() - start
-
-    out = Path(args.out) if args.out else Path("outputs") / f"{_slug(args.prompt)}_seed{args.seed}.mp4"
-    dense = None
-    if args.compare:
-        run(1)  # warm-up: one-off costs stay out of the timings
-        dense, dense_s = run()
-        paths = _write_video_and_strip(dense, out.with_name(out.stem + "_dense.mp4"), args.fps, args.scale)
-        print(f"dense: {dense_s:.1f} s for {args.steps} steps -> {paths[0]}")
-    handle = ditaccel.patch(pipe, args.method) if args.method != "none" else None
+    settings = _settings(args)
     try:
-        if args.compare:
-            run(1)  # builds the method's layout for this grid once
-            handle.reset_summary()
-        frames, seconds = run()
-        label = args.method if handle is not None else "dense"
-        video_path, strip_path = _write_video_and_strip(frames, out, args.fps, args.scale)
-        print(f"{label}: {seconds:.1f} s for {args.steps} steps -> {video_path} and {strip_path}")
-        if handle is not None:
-            print(handle.summary())
-    finally:
-        if handle is not None:
-            handle.unpatch()
-    if dense is not None:
-        mse = float(np.mean((np.asarray(frames, dtype=np.float64) - np.asarray(dense, dtype=np.float64)) ** 2))
-        psnr = float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
-        backend = "Triton kernel" if device.startswith("cuda") else "CPU reference backend (exact, not fast)"
-        print(f"{args.method} vs dense: {dense_s / seconds:.2f}x time ratio on {device} ({backend}), PSNR {psnr:.1f} dB")
+        spec = settings.spec()  # a typo fails before any model loads
+        if args.compare and spec.is_dense:
+            return _fail("--compare runs dense and --method side by side: pass a --method (e.g. radial)")
+        session = _session(args, progress=not args.quiet)
+        result = session.generate(settings)
+    except GenerationError as error:
+        return _fail(error)
+    name = _slug(settings.prompt if not settings.prompt_file else Path(settings.prompt_file).stem)
+    out = Path(args.out) if args.out else Path("outputs") / f"{name}_seed{settings.seed}.mp4"
+    scale = args.scale or (4 if session.built_in else 1)
+    video = write_video(result.frames, out, fps=args.fps, scale=scale)
+    strip = _write_strip(result.frames, out.with_name(out.stem + "_frames.png"), max(1, scale // 2))
+    written = [video, strip]
+    if result.dense_frames is not None:
+        written.append(write_video(result.dense_frames, out.with_name(out.stem + "_dense.mp4"), fps=args.fps, scale=scale))
+    if result.summary is not None:
+        print(result.summary)
+    print(result.report())
+    print("wrote " + ", ".join(str(p) for p in written))
     print(f"total {time.perf_counter() - t0:.1f} s")
     return 0
 
 
-def _add_generate(subparsers) -> None:
-    from ditaccel.pipelines.tiny_video import DEFAULT_GUIDANCE, DEFAULT_NUM_STEPS
+def _bench(args: argparse.Namespace) -> int:
+    from ditaccel.generation import GenerationError
 
-    p = subparsers.add_parser(
-        "generate",
-        help="generate a video with the built-in tiny model",
-        description="Generate a video (mp4 + PNG frame strip) with the built-in tiny text-to-video model. "
-        "It knows template prompts: '<colour> <shape> <motion> [on a <background> background]', colours "
-        "red/green/blue/yellow/purple/orange, shapes circle/square/triangle, motions moving right/left/up/"
-        "down/up and right/..., bouncing, growing, shrinking; backgrounds gray/black/white/checkered/"
-        "striped/noisy; two objects joined by 'and'.",
-    )
+    settings = _settings(args)
+    try:
+        settings.spec()
+        result = _session(args, progress=False).bench(settings, repeats=args.repeats)
+    except GenerationError as error:
+        return _fail(error)
+    print(f"{result['model']} on {result['device']}, one denoising step (one transformer forward at the pipeline's shapes):")
+    print(f"  dense   {result['dense_ms']:10.1f} ms   (attention layers: {100 * result['attention_share']:.0f}% of it)")
+    print(f"  {result['spec']:<7} {result['patched_ms']:10.1f} ms   (attention compute {result['attention_compute']:.3f} of dense)")
+    print(f"  ratio   {result['speedup']:10.2f}x" + ("" if result["device"].startswith("cuda") else
+          "   (CPU: the exact reference backend, not a fast path: run this on the GPU you will use)"))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        return _fail("ditaccel demo needs gradio: pip install 'ditaccel[demo]'")
+    from ditaccel.demo import launch
+
+    launch(model=args.model, device=args.device, port=args.port, share=False)
+    return 0
+
+
+def _add_model_arguments(p) -> None:
+    p.add_argument("--model", default="built-in", help="'built-in' (default: the shipped tiny text-to-video model) or a "
+                   "local diffusers pipeline directory (loaded offline)")
+    p.add_argument("--method", default="radial", help="method spec: dense, a preset (radial, neighborhood, piecewise, "
+                   "pyramid, topk) or a config with arguments, e.g. 'radial(decay=0.5)', optionally '+ a cache' "
+                   "(default: %(default)s)")
+    p.add_argument("--cache", default=None, help="attention cache added to the method: broadcast(period=3), "
+                   "residual_reuse, first_block_cache(threshold=0.05), taylorseer_cache, ...")
+    p.add_argument("--schedule", default=None, help="dense steps and layers over the method's default, e.g. "
+                   "'dense_steps=0.3, dense_layers=2'")
     p.add_argument("--prompt", default="a red circle moving right", help="text prompt (default: %(default)r)")
     p.add_argument("--negative-prompt", default="", help="negative prompt for classifier-free guidance")
-    p.add_argument("--steps", type=int, default=DEFAULT_NUM_STEPS, help="denoising steps (default: %(default)s)")
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="CFG scale; <= 1 disables (default: %(default)s)")
+    p.add_argument("--prompt-file", default=None, help="prompt embeddings (.safetensors / .pt with prompt_embeds, ...) "
+                   "for pipelines saved without a text encoder; its first prompt is used")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
+    p.add_argument("--frames", type=int, default=None, help="number of frames (default: the pipeline's)")
+    p.add_argument("--height", type=int, default=None, help="height in pixels (default: the pipeline's)")
+    p.add_argument("--width", type=int, default=None, help="width in pixels (default: the pipeline's)")
+    p.add_argument("--size", type=int, default=None, help="height and width at once")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--frames", type=int, default=16, help="number of frames (default: %(default)s, as trained)")
-    p.add_argument("--size", type=int, default=64, help="height = width in pixels, multiple of 4 (default: %(default)s)")
-    p.add_argument("--method", default="none", help="sparse attention preset passed to ditaccel.patch: radial, neighborhood, piecewise, pyramid, topk (default: none = dense)")
-    p.add_argument("--compare", action="store_true", help="also generate dense with the same seed; print both times, the per-layer table and PSNR vs dense")
+    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the pipeline's); <= 1 disables")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                   help="default: float32 on CPU, bfloat16 on GPU")
+    p.add_argument("--compile", action="store_true", help="regional torch.compile of the transformer blocks")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+
+
+def _add_generate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="generate a video with a sparse method (and dense, to compare)",
+        description="Generate a video with a method spec on the built-in model or a local diffusers pipeline, offline. "
+        "Writes an mp4 and a PNG frame strip; --compare also generates dense with the same seed and prints the time "
+        "ratio, PSNR/SSIM (and LPIPS when its weights are found) against dense and the per-layer summary.",
+    )
+    _add_model_arguments(p)
+    p.add_argument("--compare", action="store_true", help="also generate dense with the same seed and score against it")
     p.add_argument("--out", default=None, help="output .mp4 path (default: outputs/<prompt>_seed<seed>.mp4)")
     p.add_argument("--fps", type=int, default=8)
-    p.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscale of the mp4 (default: %(default)s)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--weights", default=None, help="a saved TinyVideoPipeline directory (default: the shipped one)")
+    p.add_argument("--scale", type=int, default=None, help="nearest-neighbour upscale of the mp4 (default: 4 for the "
+                   "built-in model's 64-pixel frames, else 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_generate)
+
+
+def _add_bench(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="is it worth it on this GPU? one denoising step, dense vs patched",
+        description="Time one denoising step (one transformer forward at the pipeline's own shapes) dense and with "
+        "the method (its sparse path; dense layers stay dense), each after a warm-up, and print the ratio and the "
+        "attention layers' share of the step.",
+    )
+    _add_model_arguments(p)
+    p.add_argument("--repeats", type=int, default=3, help="timed forwards each, the fastest kept (default: %(default)s)")
+    p.set_defaults(handler=_bench)
+
+
+def _add_demo(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="the Gradio app: generate, compare with dense, see the block layout",
+                              description="Start the Gradio demo on localhost (pip install 'ditaccel[demo]').")
+    p.add_argument("--model", default="built-in", help="the model selected at start (default: %(default)s)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--port", type=int, default=7860)
+    p.set_defaults(handler=_demo)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -238,11 +288,18 @@ def _add_eval(subparsers) -> None:
     p.set_defaults(handler=_eval)
 
 
-_SUBCOMMANDS = [_add_generate, _add_eval]
+_SUBCOMMANDS = [_add_generate, _add_eval, _add_bench, _add_demo]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line naming the argument, exit status 2 (no usage dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ditaccel", description="Sparse attention for diffusers video DiTs.")
+    parser = _Parser(prog="ditaccel", description="Sparse attention for diffusers video DiTs.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _SUBCOMMANDS:
         add(subparsers)

@@ -171,6 +171,31 @@ def _parse_method(text: str) -> MethodSpec:
     return MethodSpec(text.strip(), method=method, schedule=schedule, parameters=parameters)
 
 
+def compose_spec(method: str, cache: str | None = None, schedule: str | None = None) -> MethodSpec:
+    """One spec from a command line's separate parts: ``method`` (a spec, maybe with its cache),
+    ``cache`` (a cache spec, e.g. ``broadcast(period=3)``) and ``schedule`` (Schedule fields,
+    ``dense_steps=0.3, dense_layers=2``, over the method's default schedule)."""
+    if cache:
+        if any(_name_of(p) in CACHE_CONFIGS for p in _split_top_level(method, "+")):
+            raise ValueError(f"--cache {cache!r}: the method spec {method!r} has a cache already")
+        if _name_of(cache) not in CACHE_CONFIGS:
+            raise ValueError(f"--cache {cache!r}: not a cache; use one of {', '.join(sorted(CACHE_CONFIGS))}")
+        method = cache if method.strip().lower() == DENSE else f"{method} + {cache}"
+    spec = parse_method_spec(method)
+    if not schedule:
+        return spec
+    if spec.method is None:
+        raise ValueError(f"--schedule {schedule!r}: a schedule says which steps and layers run sparse; pass a --method")
+    overrides = _keyword_arguments(schedule, schedule)
+    unknown = sorted(set(overrides) - _SCHEDULE_FIELDS)
+    if unknown:
+        raise ValueError(f"--schedule has no field {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(_SCHEDULE_FIELDS))}")
+    parameters = {**spec.parameters, **overrides}
+    scheduled = {k: v for k, v in parameters.items() if k in _SCHEDULE_FIELDS}
+    return dataclasses.replace(spec, text=f"{spec.text} [{schedule.strip()}]", schedule=Schedule(**scheduled),
+                               parameters=parameters)
+
+
 def parse_method_specs(text: str) -> list[MethodSpec]:
     """A comma-separated list of specs; commas inside parentheses belong to a spec."""
     specs, depth, start = [], 0, 0

@@ -108,34 +108,6 @@ def test_pipeline_rejects_bad_sizes(pipe):
         pipe("a red circle", height=30, width=32, num_inference_steps=1)
 
 
-def test_cli_generate_writes_mp4_and_frame_strip(tmp_path):
-    from PIL import Image
-
-    from ditaccel.cli import main
-
-    out = tmp_path / "clip.mp4"
-    rc = main(["generate", "--prompt", "a red circle moving right", "--steps", "1", "--frames", "4",
-               "--size", "32", "--scale", "2", "--out", str(out), "--quiet", "--device", "cpu"])
-    assert rc == 0
-    assert out.is_file() and out.stat().st_size > 0
-    strip = Image.open(tmp_path / "clip_frames.png")
-    assert strip.size == (4 * 32, 32)
-
-
-def test_cli_compare_runs_dense_and_sparse_and_reports(tmp_path, capsys):
-    from ditaccel.cli import main
-
-    out = tmp_path / "clip.mp4"
-    rc = main(["generate", "--method", "radial", "--compare", "--steps", "2", "--frames", "8", "--size", "64",
-               "--scale", "1", "--out", str(out), "--quiet", "--device", "cpu"])
-    assert rc == 0
-    assert out.is_file() and (tmp_path / "clip_dense.mp4").is_file()
-    printed = capsys.readouterr().out
-    assert "blocks.1.attn1" in printed and "radial vs dense" in printed and "PSNR" in printed
-    with pytest.raises(SystemExit, match="--compare"):
-        main(["generate", "--compare", "--out", str(out)])
-
-
 def test_sparse_method_runs_on_the_tiny_model_and_unpatch_restores_it(pipe):
     import ditaccel
 

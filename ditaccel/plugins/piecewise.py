@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 
 from .. import checks
-from ..kernels.piecewise import piecewise_attention
+from ..kernels.piecewise import piecewise_attention, piecewise_selection
 from ..kernels.tiling import Grid, TokenTiling
 from .dynamic import TOKEN_ORDERS, dynamic_tiling
 
@@ -61,6 +62,10 @@ class Piecewise:
         out = piecewise_attention(q, k, v, density=self.density, block_size=self.block_size, order=self.order,
                                   scale=scale, backend=backend, extra_kv=extra_kv)
         return out, piecewise_compute_fraction(q.shape[1], self.block_size, self.density, approximate=True)
+
+    def block_codes(self, q, k, v, *, scale=None) -> torch.Tensor:
+        """int8 [B, H, blocks, blocks] of one call's q, k, v: 2 = computed exactly, 1 = approximated."""
+        return piecewise_selection(q, k, v, density=self.density, block_size=self.block_size, scale=scale).to(torch.int8) + 1
 
 
 def piecewise_compute_fraction(num_tokens: int, block_size: int, density: float, *, approximate: bool) -> float:

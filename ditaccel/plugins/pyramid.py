@@ -80,6 +80,13 @@ class Pyramid:
                                 extra_kv=extra_kv)
         return out, pyramid_compute_fraction(levels, q.shape[1], self.block_size)
 
+    def block_codes(self, q, k, v, *, scale=None) -> torch.Tensor:
+        """int8 [B, H, blocks, blocks] of one call's q, k: 2 = exact (level 1), 1 = pooled (2, 4, 8), 0 = skipped."""
+        levels = pyramid_levels(q, k, block_size=self.block_size, mode=self.mode, thresholds=self.thresholds,
+                                min_full_fraction=self.min_full_fraction, fractions=self.fractions,
+                                samples=self.samples, scale=scale)
+        return (levels == 1).to(torch.int8) + (levels > 0).to(torch.int8)
+
 
 def pyramid_compute_fraction(levels: torch.Tensor, num_tokens: int, block_size: int) -> torch.Tensor:
     """Pooled keys a query row computes over the N video keys, as a fraction of N, averaged over

@@ -60,6 +60,9 @@ def shared_video_layout(method, grid: Grid) -> BlockLayout:
 class SparseAttention:
     method: object  # static: .build_layout(grid, device=None); dynamic (.dynamic True): .tiling(grid), .attend(...)
     backend: str = "auto"
+    # Called as observer(q, k, v, scale) with a dynamic method's video q, k, v (its token order) on
+    # every call, when set: how the demo draws the blocks a call chose. None in normal runs.
+    observer: object = None
     _video_layouts: dict = field(default_factory=dict, repr=False)
     _layouts: dict = field(default_factory=dict, repr=False)
     _tilings: dict = field(default_factory=dict, repr=False)
@@ -166,6 +169,8 @@ class SparseAttention:
                 index = valid_text_first(mask)[:, :, None, None].expand_as(kt)
                 kt, vt, kv_len = kt.gather(1, index), vt.gather(1, index), mask.sum(1).to(torch.int32)
             extra = (kt, vt, kv_len)
+        if self.observer is not None:
+            self.observer(qv, kv, vv, scale)
         out_video, fraction = self.method.attend(qv, kv, vv, extra_kv=extra, scale=scale, backend=self.backend)
         out_video = tiling.from_canonical(out_video) if move else out_video
         if not text_len:

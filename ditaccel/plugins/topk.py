@@ -7,8 +7,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 from .. import checks
-from ..kernels.piecewise import topk_attention
+from ..kernels.piecewise import piecewise_selection, topk_attention
 from ..kernels.tiling import Grid, TokenTiling
 from .dynamic import TOKEN_ORDERS, dynamic_tiling
 from .piecewise import piecewise_compute_fraction
@@ -49,3 +51,7 @@ class TopK:
         out = topk_attention(q, k, v, density=self.density, block_size=self.block_size, scale=scale, backend=backend,
                              extra_kv=extra_kv)
         return out, piecewise_compute_fraction(q.shape[1], self.block_size, self.density, approximate=False)
+
+    def block_codes(self, q, k, v, *, scale=None) -> torch.Tensor:
+        """int8 [B, H, blocks, blocks] of one call's q, k, v: 2 = computed, 0 = dropped."""
+        return piecewise_selection(q, k, v, density=self.density, block_size=self.block_size, scale=scale).to(torch.int8) * 2
