@@ -62,7 +62,8 @@ class DemoState:
         self.sessions: dict[str, Session] = {}
         self.lock = threading.Lock()
         self.out = Path(tempfile.mkdtemp(prefix="ditaccel_demo_"))
-        self.count = 0
+        self.count = 0  # videos written
+        self.runs = 0  # generations asked for: the status line names its run
 
     def session(self, model: str) -> Session:
         model = (model or BUILT_IN).strip() or BUILT_IN
@@ -110,6 +111,8 @@ def generate(state: DemoState, model, prompt, seed, steps, frames, height, width
              cache_parameters, compare):
     """The button's handler: (method video, dense video, readout, summary rows, block map image,
     block map caption, status). Never raises: errors become the status line."""
+    state.runs += 1
+    run = state.runs
     settings = GenerateSettings(
         prompt=prompt, method=spec_text(method, parameters), seed=int(seed or 0), steps=_int(steps),
         frames=_int(frames), height=_int(height), width=_int(width), compare=bool(compare),
@@ -120,10 +123,10 @@ def generate(state: DemoState, model, prompt, seed, steps, frames, height, width
             raise GenerationError("compare with dense needs a method other than dense")
         session, result = state.run(model, settings)
     except GenerationError as error:
-        return _failed(str(error))
+        return _failed(run, str(error))
     except Exception as error:  # noqa: BLE001  (the app must keep working: one line, the details in the log)
         _LOG.exception("generation failed")
-        return _failed(f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
+        return _failed(run, f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
     scale = 4 if session.built_in else 1
     video = str(write_video(result.frames, state.video_path("method"), scale=scale))
     dense = None
@@ -132,15 +135,16 @@ def generate(state: DemoState, model, prompt, seed, steps, frames, height, width
     picture = caption = None
     if result.block_map is not None:
         picture, caption = result.block_map.image(), result.block_map.caption()
-    return video, dense, readout(result), summary_rows(result), picture, caption, "Done."
+    return video, dense, readout(result), summary_rows(result), picture, caption, f"Run {run}: done."
 
 
-def _failed(message: str):
-    return None, None, "", [], None, None, f"**Error:** {message}"
+def _failed(run: int, message: str):
+    return None, None, "", [], None, None, f"**Run {run}: error:** {message}"
 
 
 def _int(value) -> int | None:
-    return None if value in (None, "") else int(value)
+    """A number box: empty or 0 leaves the model's default."""
+    return int(value) if value else None
 
 
 def build_app(model: str = BUILT_IN, device: str | None = None):
@@ -160,11 +164,11 @@ def build_app(model: str = BUILT_IN, device: str | None = None):
                 gr.Markdown(vocabulary_hint())
                 with gr.Row():
                     seed_box = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
-                    steps_box = gr.Number(value=None, precision=0, label="Steps (empty: the model's)", elem_id="steps")
+                    steps_box = gr.Number(value=None, precision=0, label="Steps (0: the model's)", elem_id="steps")
                 with gr.Row():
-                    frames_box = gr.Number(value=None, precision=0, label="Frames", elem_id="frames")
-                    height_box = gr.Number(value=None, precision=0, label="Height", elem_id="height")
-                    width_box = gr.Number(value=None, precision=0, label="Width", elem_id="width")
+                    frames_box = gr.Number(value=None, precision=0, label="Frames (0: the model's)", elem_id="frames")
+                    height_box = gr.Number(value=None, precision=0, label="Height (0: the model's)", elem_id="height")
+                    width_box = gr.Number(value=None, precision=0, label="Width (0: the model's)", elem_id="width")
                 with gr.Row():
                     method_box = gr.Dropdown(method_choices(), value="radial", label="Method", elem_id="method")
                     parameters_box = gr.Textbox(value="", label="Method parameters (empty: the preset), e.g. "
