@@ -7,6 +7,7 @@
 """
 
 from .block_map import BlockMap, BlockMapRecorder
+from .cost_model import CostModel
 from .plugins.broadcast import Broadcast
 from .patching import PatchHandle, Summary, is_patched, patch, summary, unpatch
 from .pipelines import supported_models
@@ -25,6 +26,7 @@ __all__ = [
     "BlockMap",
     "BlockMapRecorder",
     "Broadcast",
+    "CostModel",
     "Neighborhood",
     "PRESETS",
     "PatchHandle",

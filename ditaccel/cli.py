@@ -56,22 +56,55 @@ def _session(args: argparse.Namespace, *, progress: bool):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    return Session(args.model, device=args.device, dtype=args.dtype, compile=args.compile, progress=progress)
+    import os
+
+    ranks = int(os.environ.get("WORLD_SIZE", "1")) if "DITACCEL_TORCHRUN" in os.environ else 1
+    return Session(args.model, device=args.device, dtype=args.dtype, compile=args.compile, progress=progress,
+                   parallel=ranks > 1)
+
+
+def _torchrun(args: argparse.Namespace, argv: list[str]) -> int:
+    """Start ``args.nproc`` ranks of this very command under torchrun (one machine)."""
+    import os
+    import subprocess
+
+    # The ranks get the command without --nproc (torchrun's own parser would take it for --nproc-per-node);
+    # DITACCEL_TORCHRUN tells them they are ranks.
+    forwarded, skip = [], False
+    for item in argv:
+        if skip or item.startswith("--nproc="):
+            skip = False
+            continue
+        if item == "--nproc":
+            skip = True
+            continue
+        forwarded.append(item)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+               "-m", "ditaccel.cli", *forwarded]
+    return subprocess.call(command, env={**os.environ, "DITACCEL_TORCHRUN": "1"})
 
 
 def _generate(args: argparse.Namespace) -> int:
+    import os
+
     from ditaccel.generation import GenerationError, write_video
 
     t0 = time.perf_counter()
     settings = _settings(args)
+    if args.nproc < 1:
+        return _fail(f"--nproc must be >= 1, got {args.nproc}")
     try:
         spec = settings.spec()  # a typo fails before any model loads
         if args.compare and spec.is_dense:
             return _fail("--compare runs dense and --method side by side: pass a --method (e.g. radial)")
+        if args.nproc > 1 and "DITACCEL_TORCHRUN" not in os.environ:
+            return _torchrun(args, args.argv)
         session = _session(args, progress=not args.quiet)
         result = session.generate(settings)
     except GenerationError as error:
         return _fail(error)
+    if session.rank > 0:
+        return 0  # every rank generated the same video; rank 0 writes and reports it
     name = _slug(settings.prompt if not settings.prompt_file else Path(settings.prompt_file).stem)
     out = Path(args.out) if args.out else Path("outputs") / f"{name}_seed{settings.seed}.mp4"
     scale = args.scale or (4 if session.built_in else 1)
@@ -154,6 +187,8 @@ def _add_generate(subparsers) -> None:
     )
     _add_model_arguments(p)
     p.add_argument("--compare", action="store_true", help="also generate dense with the same seed and score against it")
+    p.add_argument("--nproc", type=int, default=1, help="ranks of diffusers' Ulysses context parallelism (torchrun on "
+                   "this machine, one GPU each; same seed everywhere, rank 0 writes the files)")
     p.add_argument("--out", default=None, help="output .mp4 path (default: outputs/<prompt>_seed<seed>.mp4)")
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--scale", type=int, default=None, help="nearest-neighbour upscale of the mp4 (default: 4 for the "
@@ -309,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 2

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .generation import DEFAULT_PROMPT, GenerateSettings, Generation, GenerationError, Session, write_video
 from .method_spec import CACHE_CONFIGS, DENSE, METHOD_CONFIGS
+from .patching import step_ranges
 from .pipelines.loading import BUILT_IN
 from .presets import PRESETS
 
@@ -81,29 +82,11 @@ class DemoState:
         return self.out / f"{self.count:04d}_{stem}.mp4"
 
 
-def readout(result: Generation) -> str:
-    lines = [f"**{result.spec}**: {result.seconds:.2f} s for {result.steps} steps on `{result.device}`"]
-    if result.dense_seconds is not None:
-        lines.append(f"**dense**: {result.dense_seconds:.2f} s, **speed-up {result.speedup:.2f}x**"
-                     + ("" if result.device.startswith("cuda") else
-                        " (CPU runs the exact reference backend, not a fast path: time the GPU you will use)"))
-    if result.scores:
-        parts = [f"PSNR {result.scores['psnr']:.2f} dB", f"SSIM {result.scores['ssim']:.4f}"]
-        if result.scores.get("lpips") is not None:
-            parts.append(f"LPIPS {result.scores['lpips']:.4f}")
-        lines.append("**vs dense**: " + ", ".join(parts))
-    if result.summary is not None and result.summary.compute_fraction is not None:
-        lines.append(f"**attention compute**: {result.summary.compute_fraction:.3f} of dense")
-    return "\n\n".join(lines)
-
-
 def summary_rows(result: Generation) -> list[list]:
     if result.summary is None:
         return []
-    from .patching import _ranges
-
     return [[r["layer"], r["module"], r["method"], None if r["block_density"] is None else round(r["block_density"], 3),
-             _ranges(r["dense_steps"]) or "-", _ranges(r["sparse_steps"]) or "-", _ranges(r["reused_steps"]) or "-"]
+             step_ranges(r["dense_steps"]), step_ranges(r["sparse_steps"]), step_ranges(r["reused_steps"])]
             for r in result.summary.rows]
 
 
@@ -135,7 +118,7 @@ def generate(state: DemoState, model, prompt, seed, steps, frames, height, width
     picture = caption = None
     if result.block_map is not None:
         picture, caption = result.block_map.image(), result.block_map.caption()
-    return video, dense, readout(result), summary_rows(result), picture, caption, f"Run {run}: done."
+    return video, dense, result.report(markdown=True), summary_rows(result), picture, caption, f"Run {run}: done."
 
 
 def _failed(run: int, message: str):
@@ -178,7 +161,9 @@ def build_app(model: str = BUILT_IN, device: str | None = None):
                     cache_parameters_box = gr.Textbox(value="", label="Cache parameters, e.g. period=3",
                                                       elem_id="cache_parameters")
                 compare_box = gr.Checkbox(value=True, label="Compare with dense", elem_id="compare")
-                button = gr.Button("Generate", variant="primary", elem_id="generate")
+                with gr.Row():
+                    button = gr.Button("Generate", variant="primary", elem_id="generate")
+                    stop = gr.Button("Stop", elem_id="stop")
             with gr.Column(scale=1):
                 status = gr.Markdown("", elem_id="status")
                 with gr.Row():
@@ -197,9 +182,11 @@ def build_app(model: str = BUILT_IN, device: str | None = None):
             return generate(state, model, prompt, seed, steps, frames, height, width, method, parameters, cache,
                             cache_parameters, compare)
 
-        button.click(run, inputs=[model_box, prompt_box, seed_box, steps_box, frames_box, height_box, width_box,
-                                  method_box, parameters_box, cache_box, cache_parameters_box, compare_box],
-                     outputs=[method_video, dense_video, numbers, table, block_image, block_caption, status])
+        event = button.click(run, inputs=[model_box, prompt_box, seed_box, steps_box, frames_box, height_box, width_box,
+                                          method_box, parameters_box, cache_box, cache_parameters_box, compare_box],
+                             outputs=[method_video, dense_video, numbers, table, block_image, block_caption, status])
+        # A stopped run's result is dropped; the generation it started still ends (and unpatches) first.
+        stop.click(lambda: "Stopped.", None, status, cancels=[event])
     app.queue(default_concurrency_limit=1)
     return app
 

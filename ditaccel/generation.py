@@ -15,6 +15,7 @@ out as ``GenerationError`` with one readable line.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,24 +85,37 @@ class Generation:
     def speedup(self) -> float | None:
         return self.dense_seconds / self.seconds if self.dense_seconds and self.seconds else None
 
-    def report(self) -> str:
-        """The closing summary ``ditaccel generate`` prints."""
-        lines = [f"{self.spec}: {self.seconds:.2f} s for {self.steps} steps on {self.device}"]
+    def report(self, *, markdown: bool = False) -> str:
+        """The closing summary: ``ditaccel generate`` prints it, the demo shows it (``markdown``,
+        with the attention compute its table has no room for)."""
+        def label(text: str) -> str:
+            return f"**{text}**" if markdown else text
+
+        lines = [f"{label(self.spec)}: {self.seconds:.2f} s for {self.steps} steps on {self.device}"]
         if self.dense_seconds is not None:
-            lines.append(f"dense: {self.dense_seconds:.2f} s -> speed-up {self.speedup:.2f}x"
+            lines.append(f"{label('dense')}: {self.dense_seconds:.2f} s, {label(f'speed-up {self.speedup:.2f}x')}"
                          + ("" if self.device.startswith("cuda") else
-                            " (CPU: the exact reference backend, not a fast path: the ratio says nothing about a GPU)"))
+                            " (CPU: the exact reference backend, not a fast path: time the GPU you will use)"))
         if self.scores:
-            lines.append("vs dense: " + ", ".join(f"{name.upper()} {value:.4g}" + (" dB" if name == "psnr" else "")
-                                                  for name, value in self.scores.items() if value is not None))
-        return "\n".join(lines)
+            lines.append(f"{label('vs dense')}: " + ", ".join(
+                f"{name.upper()} {value:.2f} dB" if name == "psnr" else f"{name.upper()} {value:.4f}"
+                for name, value in self.scores.items() if value is not None))
+        fraction = self.summary.compute_fraction if self.summary is not None else None
+        if markdown and fraction is not None:
+            lines.append(f"{label('attention compute')}: {fraction:.3f} of dense")
+        return ("\n\n" if markdown else "\n").join(lines)
 
 
 class Session:
     """One loaded pipeline (the built-in model or a local diffusers directory) on one device."""
 
     def __init__(self, model: str | Path = BUILT_IN, *, device: str | None = None, dtype: str | None = None,
-                 compile: bool = False, progress: bool = True):
+                 compile: bool = False, progress: bool = True, parallel: bool = False):
+        """``parallel``: this process is one rank of a torchrun launch: the transformer runs under
+        diffusers' Ulysses context parallelism over all ranks (``ditaccel generate --nproc N``)."""
+        self.rank, self.world = _distributed_rank(parallel)
+        if device is None and self.world > 1 and torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise GenerationError(f"--device {device}: no CUDA device here; use --device cpu")
@@ -122,7 +136,9 @@ class Session:
         self.transformers = transformers_of(self.pipe)
         self.family = adapter_for(self.transformers[0]).family
         self.accepted = call_parameters(self.pipe)
-        self.pipe.set_progress_bar_config(disable=not progress, desc="denoising")
+        self.pipe.set_progress_bar_config(disable=not progress or self.rank > 0, desc="denoising")
+        if self.world > 1:
+            _enable_ulysses(self.transformers, self.world, self.device)
         if compile:
             for transformer in self.transformers:
                 transformer.compile_repeated_blocks(fullgraph=True)
@@ -303,6 +319,36 @@ class Session:
         if not captured:
             raise GenerationError("bench: the pipeline never called its transformer")
         return captured
+
+
+def _distributed_rank(parallel: bool) -> tuple[int, int]:
+    """(rank, world size) of this process; joins torchrun's process group when ``parallel``."""
+    if not parallel:
+        return 0, 1
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ:
+        raise GenerationError("--nproc: run through torchrun (ditaccel generate --nproc N starts it)")
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _enable_ulysses(transformers, world: int, device: torch.device) -> None:
+    from diffusers import ContextParallelConfig
+
+    if device.type == "cpu" and torch.accelerator.device_count() == 0:
+        # diffusers 0.42 picks the rank's device as rank % device_count(), which is 0 on a CPU host.
+        torch.accelerator.device_count = lambda: 1
+    for transformer in transformers:
+        heads = transformer.config.get("num_attention_heads")
+        if heads is not None and heads % world:
+            raise GenerationError(f"--nproc {world}: {type(transformer).__name__} has {heads} attention heads, which "
+                                  f"Ulysses context parallelism cannot split over {world} ranks; use a divisor of {heads}")
+        transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world))
 
 
 def scores(frames: np.ndarray, dense: np.ndarray, device: torch.device) -> dict:

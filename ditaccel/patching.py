@@ -17,8 +17,11 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from .context import StepContext, timestep_value
+from .context_parallel import Ulysses, all_ranks_agree
+from .cost_model import CallShape, CostModel, Decision, process_cost_model, time_pair
 from .pipelines import adapter_for
 from .pipelines.base import AttentionLayer, ModelAdapter, argument
 from .plugins.attention_cache import AttentionCache, keeping_processor, replay_processor
@@ -39,6 +42,7 @@ CACHE_TYPES = (Broadcast, ResidualReuse)
 # diffusers caches that, like Broadcast, return kept attention outputs: the two cannot share a layer.
 ATTENTION_OUTPUT_CACHES = ("PyramidAttentionBroadcastConfig", "FasterCacheConfig")
 _STATE_ATTR = "_ditaccel_patch"
+NO_COST_MODEL = "no cost model on a CPU"
 
 
 @dataclass
@@ -49,6 +53,7 @@ class LayerHistory:
     calls: int = 0  # transformer forwards through this layer
     reused_calls: int = 0  # of which reused (they compute nothing)
     sparse_calls: int = 0  # of which sparse
+    cost_dense_steps: set[int] = field(default_factory=set)  # dense because sparse would not pay (cost_model.py)
     computed_blocks: float = 0.0  # sum over those forwards of the fraction of blocks computed (dense = 1)
 
 
@@ -56,7 +61,8 @@ class PatchState:
     """Everything one patched transformer holds; removing it restores the transformer."""
 
     def __init__(self, transformer: torch.nn.Module, adapter: ModelAdapter, method, schedule: Schedule, scheduler=None,
-                 backend: str = "auto", tile_order: bool = True, cache=None):
+                 backend: str = "auto", tile_order: bool = True, cache=None, force_sparse: bool = False,
+                 cost_model: CostModel | None = None):
         self.transformer = transformer
         self.adapter = adapter
         self.method = method  # None: dense attention (with a cache)
@@ -87,6 +93,9 @@ class PatchState:
                 # A tile-order forward hands attention the tokens in the main method's order, which
                 # is not the reference method's: keep the model's order between the blocks.
                 tile_order = False
+        self.force_sparse, self.cost_model = force_sparse, cost_model
+        self.ulysses: Ulysses | None = None  # diffusers' Ulysses group, when the transformer runs under it
+        self.decisions: dict[tuple, Decision] = {}  # (grid, text length) -> dense or sparse, and why
         self.context = StepContext()
         self.history = {layer.index: LayerHistory() for layer in self.layers}
         self._densities: dict = {}  # grid -> video block density of the method's layout
@@ -102,9 +111,23 @@ class PatchState:
         # always_call: also after an exception, so no module stays in tile order outside a forward.
         self._post_hook = transformer.register_forward_hook(self._post_forward, always_call=True)
 
+    @property
+    def ranks(self) -> int:
+        """Ranks the token sequence is split over (context parallelism), 1 without."""
+        return self.ulysses.degree if self.ulysses is not None else 1
+
+    def _find_ulysses(self, module) -> None:
+        config = getattr(getattr(module, "_parallel_config", None), "context_parallel_config", None)
+        if config is None:
+            self.ulysses = None
+        elif self.ulysses is None or self.ulysses.config is not config:
+            self.ulysses = Ulysses.of(module)  # raises for ring attention and uneven shards
+
     @torch.compiler.disable
     def _pre_forward(self, module, args, kwargs):
         ctx = self.context
+        if self.runner is not None:
+            self._find_ulysses(module)
         ctx.tiling = None
         ctx.grid = self.adapter.grid(module, args, kwargs)
         timesteps = getattr(self.scheduler, "timesteps", None) if self.scheduler is not None else None
@@ -112,9 +135,11 @@ class PatchState:
             timesteps = torch.as_tensor(timesteps)
         ctx.advance(timestep_value(self.adapter.timestep(args, kwargs)), timesteps, self.adapter.timestep_scale)
         dense_step = self.runner is None or self.schedule.step_is_dense(ctx.step, ctx.num_steps, ctx.progress)
+        # Where sparse attention would not pay on this shape, every layer runs dense (cost_model.py).
+        cost_dense = not dense_step and not self.decide(module, args, kwargs, ctx.grid).sparse
         replay = self.cache.begin_forward(ctx) if self.cache is not None else {}
         if self.residuals is not None:
-            self.residuals.begin_forward(ctx, any_sparse=not dense_step)
+            self.residuals.begin_forward(ctx, any_sparse=not (dense_step or cost_dense))
         any_sparse = False
         for layer in self.layers:
             history = self.history[layer.index]
@@ -125,7 +150,10 @@ class PatchState:
                 history.reused_steps.add(ctx.step)
                 history.reused_calls += 1
             else:
-                dense = dense_step or self.schedule.layer_is_dense(layer.index)
+                scheduled_dense = dense_step or self.schedule.layer_is_dense(layer.index)
+                dense = scheduled_dense or cost_dense
+                if dense and not scheduled_dense:
+                    history.cost_dense_steps.add(ctx.step)
                 any_sparse = any_sparse or not dense
                 processor = self.originals[layer.index] if dense else self.sparse[layer.index]
                 if self.cache is not None and layer.index in self.cache.keeping:
@@ -156,6 +184,60 @@ class PatchState:
         same_order = self.cache is not None and self.runner is not None
         return self._enter_tile_order(module, args, kwargs, device) if any_sparse or same_order else None
 
+    def decide(self, module, args, kwargs, grid) -> Decision:
+        """Sparse or dense on ``grid`` (and the call's text length), decided once per shape, on a GPU
+        or with a given CostModel: a layout that computes every block runs dense, otherwise the
+        cost model's calibration decides. ``force_sparse``, and a CPU without a CostModel, run sparse."""
+        text_len = self.adapter.text_len(module, args, kwargs) or 0
+        key = (tuple(grid), text_len)
+        if key not in self.decisions:
+            decision = self._decide(args, kwargs, grid, text_len)
+            # Under context parallelism every rank must take the same path (each times its own calls).
+            if not all_ranks_agree(self.ulysses, decision.sparse, argument(args, kwargs, "hidden_states", 0).device):
+                decision = Decision(False, f"another rank's calibration: {decision.reason}" if decision.sparse else decision.reason)
+            self.decisions[key] = decision
+            if not decision.sparse:
+                warnings.warn(f"ditaccel: {self.method!r} runs dense on {type(self.transformer).__name__}'s grid "
+                              f"{tuple(grid)}: {decision.reason}; patch(..., force_sparse=True) runs it sparse anyway",
+                              RuntimeWarning, stacklevel=3)
+        return self.decisions[key]
+
+    def _decide(self, args, kwargs, grid, text_len: int) -> Decision:
+        hidden = argument(args, kwargs, "hidden_states", 0)
+        if self.force_sparse:
+            decision = Decision(True, "force_sparse=True")
+        elif self.cost_model is None and hidden.device.type != "cuda":
+            decision = Decision(True, NO_COST_MODEL + " (the reference backend is a correctness path, not a fast one)")
+        elif not self.runner.dynamic and self.block_density(grid) >= 1.0:
+            decision = Decision(False, "the layout computes every block: dense attention gives the same result, faster")
+        else:
+            model = self.cost_model or process_cost_model()
+            shape = self._call_shape(hidden, grid, text_len)
+            decision = model.decide(shape, lambda: self._calibrate(shape, hidden.device))
+        return decision
+
+    def _call_shape(self, hidden: torch.Tensor, grid, text_len: int) -> CallShape:
+        module = next(layer.module for layer in self.layers if not self.schedule.layer_is_dense(layer.index))
+        heads = int(module.heads)
+        inner = getattr(module, "inner_dim", None) or module.to_q.out_features
+        dtype = next(self.transformer.parameters()).dtype
+        name = torch.cuda.get_device_name(hidden.device) if hidden.device.type == "cuda" else hidden.device.type
+        return CallShape(name, str(dtype).removeprefix("torch."), int(hidden.shape[0]), heads // self.ranks, int(inner) // heads,
+                         tuple(int(g) for g in grid), text_len, repr(self.method))
+
+    def _calibrate(self, shape: CallShape, device: torch.device) -> tuple[float, float]:
+        """Dense SDPA and the runner's call (token movement included) on random tensors of ``shape``."""
+        n = shape.grid[0] * shape.grid[1] * shape.grid[2] + shape.text_len
+        q, k, v = (torch.randn(shape.batch, n, shape.heads, shape.head_dim, device=device, dtype=getattr(torch, shape.dtype))
+                   for _ in range(3))
+        arguments = dict(text_len=shape.text_len, text_position="last" if shape.text_len else "none")
+        call = self.runner.attend_dynamic if self.runner.dynamic else self.runner
+        if not self.runner.dynamic:
+            self.runner.prepare(shape.grid, shape.text_len, device)
+        with torch.no_grad():
+            return time_pair(lambda: F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)),
+                             lambda: call(q, k, v, shape.grid, **arguments))
+
     def _reference_density(self, grid) -> float:
         if self.reference_runner is None:
             return 1.0
@@ -181,6 +263,10 @@ class PatchState:
         tiling = self.runner.tiling(self.context.grid)
         if tiling.tile is None:
             self.token_order = "raster (the layout needs no tiles)"
+            return None
+        if self.ulysses is not None:
+            # diffusers splits the rotary tables and the hidden states before our reorders would run.
+            self.token_order = "model order, tokens moved in each attention call (context parallelism)"
             return None
         if self.tile_order_hooks is None:
             self.token_order = "model order, tokens moved in each attention call (" + (
@@ -211,7 +297,25 @@ class PatchState:
         return None
 
     def attend(self, layer: int, q, k, v, *, text_len: int = 0, text_mask=None, scale=None):
-        """Called by the sparse processors with q, k, v in the model's [B, S, H, D] order."""
+        """Called by the sparse processors with q, k, v in the model's [B, S, H, D] order (under
+        context parallelism: this rank's tokens, ``text_len`` of them text)."""
+        ulysses = self.ulysses
+        if ulysses is None:
+            return self._attend(layer, q, k, v, text_len, text_mask, scale)
+        if text_mask is not None:
+            raise NotImplementedError("ditaccel sparse attention under context parallelism takes no text padding mask yet")
+        ulysses.check_heads(q.shape[2])
+        q, k, v = (ulysses.seq_to_head(x) for x in (q, k, v))  # all tokens, this rank's heads
+        text_len *= ulysses.degree
+        index = ulysses.canonical_index(q.shape[1], text_len, self.adapter.text_position, q.device)
+        if index is not None:  # rank-interleaved text and video -> the model's order
+            q, k, v = (x.index_select(1, index) for x in (q, k, v))
+        out = self._attend(layer, q, k, v, text_len, None, scale)
+        if index is not None:
+            out = torch.empty_like(out).index_copy_(1, index, out)
+        return ulysses.head_to_seq(out)
+
+    def _attend(self, layer: int, q, k, v, text_len: int, text_mask, scale):
         arguments = dict(text_len=text_len, text_position=self.adapter.text_position, text_mask=text_mask, scale=scale,
                          video_tiled=self.context.tile_order)
         out = self._run(self.runner, q, k, v, arguments)
@@ -275,6 +379,8 @@ class Summary:
     cache_bytes: dict[str, int] = field(default_factory=dict)  # transformer -> peak memory of the attention cache
     # transformer -> {"computed": n, "reused": n}: calls of the cross-attention layers Broadcast(cross_period=) caches
     cross_attention: dict[str, dict[str, int]] = field(default_factory=dict)
+    # transformer -> {grid: why it ran sparse or dense there} (cost_model.py)
+    decisions: dict[str, dict[tuple, str]] = field(default_factory=dict)
 
     @property
     def compute_fraction(self) -> float | None:
@@ -293,8 +399,8 @@ class Summary:
             density = "-" if r["block_density"] is None else f"{r['block_density']:.3f}"
             lines.append(
                 f"{r['layer']:>5}  {r['module']:<36} {r['method']:<13} {density:>8}  "
-                f"{_ranges(r['dense_steps'])} / {_ranges(r['sparse_steps'])}"
-                + (f" / {_ranges(r['reused_steps'])}" if cached else "")
+                f"{step_ranges(r['dense_steps'])} / {step_ranges(r['sparse_steps'])}"
+                + (f" / {step_ranges(r['reused_steps'])}" if cached else "")
             )
         if self.compute_fraction is not None:
             lines.append(f"attention compute: {self.compute_fraction:.3f} of dense (computed video blocks over all, every call)")
@@ -302,6 +408,9 @@ class Summary:
         lines += [f"{name}: attention cache peak {size / 2**20:.1f} MiB" for name, size in self.cache_bytes.items()]
         lines += [f"{name}: cross-attention calls computed {c['computed']}, reused {c['reused']}"
                   for name, c in self.cross_attention.items()]
+        # A CPU without a cost model decides nothing: only decisions the cost model made are news.
+        lines += [f"{name} on grid {grid}: {why}" for name, grids in self.decisions.items() for grid, why in grids.items()
+                  if NO_COST_MODEL not in why]
         return "\n".join(lines)
 
 
@@ -335,7 +444,7 @@ class PatchHandle:
 
 
 def patch(target, method=None, *, schedule: Schedule | None = None, cache=None, backend: str = "auto",
-          tile_order: bool = True) -> PatchHandle:
+          tile_order: bool = True, force_sparse: bool = False, cost_model: CostModel | None = None) -> PatchHandle:
     """Replace the self/joint attention of ``target`` (a diffusers pipeline or transformer) with
     a sparse method, attention caching, or both.
 
@@ -358,6 +467,12 @@ def patch(target, method=None, *, schedule: Schedule | None = None, cache=None, 
             tokens into tile order once per forward (after the patch embedding, with the rotary
             tables; back before unpatchify) instead of in every attention call. Same results; False
             keeps the model's token order between the blocks (e.g. for hooks of your own on them).
+        force_sparse: run the method wherever the schedule says sparse, also where it would not pay
+            (experiments). Otherwise, on a GPU, a layout that computes every block runs dense, and
+            the first forward of each shape times sparse against dense (``cost_model.py``) and runs
+            dense where sparse is not at least 2% faster; ``summary()`` says which and why.
+        cost_model: a ``ditaccel.CostModel`` (its table, its file, its margin) instead of the
+            process-wide one; given, it decides on a CPU too (there is none on a CPU otherwise).
     """
     if cache is not None and not isinstance(cache, CACHE_TYPES) and not is_diffusers_cache(cache):
         raise TypeError(f"cache must be None, {' or '.join('ditaccel.' + t.__name__ for t in CACHE_TYPES)}, or a "
@@ -369,6 +484,10 @@ def patch(target, method=None, *, schedule: Schedule | None = None, cache=None, 
                          "method: give a method too (e.g. patch(pipe, 'radial', cache=...))")
     if not isinstance(tile_order, bool):
         raise TypeError(f"tile_order must be True or False, got {tile_order!r}")
+    if not isinstance(force_sparse, bool):
+        raise TypeError(f"force_sparse must be True or False, got {force_sparse!r}")
+    if cost_model is not None and not isinstance(cost_model, CostModel):
+        raise TypeError(f"cost_model must be a ditaccel.CostModel or None, got {type(cost_model).__name__}")
     if schedule is not None and not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a ditaccel.Schedule or None, got {type(schedule).__name__}")
     transformers = transformers_of(target)
@@ -387,7 +506,8 @@ def patch(target, method=None, *, schedule: Schedule | None = None, cache=None, 
     try:
         for transformer, adapter in zip(transformers, adapters):
             config, default = _resolve_method(method, adapter.family) if method is not None else (None, Schedule())
-            state = PatchState(transformer, adapter, config, schedule or default, scheduler, backend, tile_order, cache)
+            state = PatchState(transformer, adapter, config, schedule or default, scheduler, backend, tile_order, cache,
+                               force_sparse, cost_model)
             setattr(transformer, _STATE_ATTR, state)
             states.append(state)
     except BaseException:
@@ -432,7 +552,7 @@ def unpatch(target) -> None:
 
 
 def summary(target) -> Summary:
-    rows, token_order, cache_bytes, cross_attention = [], {}, {}, {}
+    rows, token_order, cache_bytes, cross_attention, decisions = [], {}, {}, {}, {}
     transformers = transformers_of(target)
     for i, transformer in enumerate(transformers):
         state = getattr(transformer, _STATE_ATTR, None)
@@ -463,6 +583,7 @@ def summary(target) -> Summary:
                     "dense_steps": sorted(h.dense_steps),
                     "sparse_steps": sorted(h.sparse_steps),
                     "reused_steps": sorted(h.reused_steps),
+                    "cost_dense_steps": sorted(h.cost_dense_steps),
                     "calls": h.calls,
                     "reused_calls": h.reused_calls,
                     "computed_blocks": computed,
@@ -476,9 +597,11 @@ def summary(target) -> Summary:
             cross_attention[label] = {"computed": sum(cache.computed[k] for k in cache.cross),
                                       "reused": sum(cache.reused[k] for k in cache.cross)}
         if state.token_order is not None:
-            name = type(transformer).__name__ + (f" #{i + 1}" if len(transformers) > 1 else "")
-            token_order[name] = state.token_order
-    return Summary(rows, token_order, cache_bytes, cross_attention)
+            token_order[label] = state.token_order
+        if state.decisions:
+            decisions[label] = {(grid, text_len) if text_len else grid: ("sparse: " if d.sparse else "dense: ") + d.reason
+                                for (grid, text_len), d in state.decisions.items()}
+    return Summary(rows, token_order, cache_bytes, cross_attention, decisions)
 
 
 def is_patched(target) -> bool:
@@ -511,7 +634,8 @@ def _resolve_method(method, family: str):
     )
 
 
-def _ranges(steps: list[int]) -> str:
+def step_ranges(steps: list[int]) -> str:
+    """Sorted step indices as ranges: [0, 1, 2, 5] -> "0-2,5" ("-" for none)."""
     if not steps:
         return "-"
     parts, start, prev = [], steps[0], steps[0]

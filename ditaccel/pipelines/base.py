@@ -151,11 +151,10 @@ class SparseProcessorMixin:
     it there: a backend set before patch() (``set_attention_backend("xformers")``) reaches the
     twin's exact fallback (``super().__call__``), one set while patched reaches the dense steps
     whichever of the two objects the layer held then, and unpatch() leaves it as last set.
-    ``_parallel_config`` must exist as a class attribute: diffusers' ``enable_parallelism`` only
-    reaches processors that have it (without it context parallelism silently skips the layer).
+    ``_parallel_config`` lives on ``original`` too: diffusers' ``enable_parallelism`` sets it on the
+    processor the layer holds at that moment (either of the two), and both must see it (without it
+    the dense steps would attend only within their rank's shard).
     """
-
-    _parallel_config = None
 
     def __init__(self, layer: int, patch_state, original) -> None:
         self.original = original  # first: the upstream __init__ may touch _attention_backend
@@ -173,12 +172,23 @@ class SparseProcessorMixin:
     def _attention_backend(self, backend) -> None:
         self.original._attention_backend = backend
 
+    @property
+    def _parallel_config(self):
+        return getattr(self.original, "_parallel_config", None)
+
+    @_parallel_config.setter
+    def _parallel_config(self, config) -> None:
+        self.original._parallel_config = config
+
 
 def reject_context_parallel(processor) -> None:
+    """For the families whose token split under context parallelism ditaccel has not tested yet
+    (text padding masks, their own split plans): refuse instead of guessing."""
     if getattr(processor, "_parallel_config", None) is not None:
+        family = processor.patch_state.adapter.family
         raise NotImplementedError(
-            "ditaccel sparse attention does not support diffusers context parallelism yet; "
-            "disable parallelism or unpatch"
+            f"ditaccel sparse attention under context parallelism is supported on Wan and FLUX so far, not on "
+            f"{family}; disable parallelism or unpatch"
         )
 
 

@@ -16,7 +16,7 @@ import torch
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _get_qkv_projections
 
-from .base import ModelAdapter, SparseProcessorMixin, argument, reject_context_parallel
+from .base import ModelAdapter, SparseProcessorMixin, argument
 
 
 class FluxSparseProcessor(SparseProcessorMixin, FluxAttnProcessor):
@@ -34,7 +34,6 @@ class FluxSparseProcessor(SparseProcessorMixin, FluxAttnProcessor):
         if attention_mask is not None or (dual_stream and attn.added_kv_proj_dim is None):
             # A mask the sparse path cannot honour, or a layout this adapter does not know: stay exact.
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
-        reject_context_parallel(self)
         query, key, value, text_query, text_key, text_value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
         # Split heads by the fixed head_dim, as upstream does (tensor parallelism shards the heads).
         query, key, value = (x.unflatten(-1, (-1, attn.head_dim)) for x in (query, key, value))
@@ -48,8 +47,9 @@ class FluxSparseProcessor(SparseProcessorMixin, FluxAttnProcessor):
             text_len = encoder_hidden_states.shape[1]
         else:
             T, H, W = self.patch_state.context.grid
-            # Never negative, so a sequence shorter than the grid fails the runner's grid check.
-            text_len = max(query.shape[1] - T * H * W, 0)
+            # This rank's tokens (under context parallelism its share of the grid). Never negative,
+            # so a sequence shorter than the grid fails the runner's grid check.
+            text_len = max(query.shape[1] - T * H * W // self.patch_state.ranks, 0)
         if image_rotary_emb is not None:
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)

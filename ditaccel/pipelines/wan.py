@@ -16,7 +16,6 @@ from .base import (
     SparseProcessorMixin,
     argument,
     per_token_timestep_to_tiles,
-    reject_context_parallel,
     timestep_fits_tile_order,
 )
 
@@ -45,7 +44,6 @@ class WanSparseProcessor(SparseProcessorMixin, WanAttnProcessor):
         if encoder_hidden_states is not None or attention_mask is not None:
             # Not plain video self-attention (a mask we cannot honour sparsely): stay exact.
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
-        reject_context_parallel(self)
         query, key, value = _get_qkv_projections(attn, hidden_states, None)
         query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))

@@ -1,0 +1,119 @@
+"""Does a sparse attention call pay? Measured, not guessed: on the first forward of a shape the
+runtime times the sparse call (token movement included) against dense SDPA on random inputs of
+that exact shape, keeps the answer per process (and in a JSON file when asked), and runs dense
+where sparse would not be at least ``margin`` faster. Small, launch-bound shapes (the built-in
+model's 4,096 tokens) and layouts that compute nearly every block are where sparse loses.
+
+    ditaccel.patch(pipe, "neighborhood")                                   # CUDA: calibrated per shape
+    ditaccel.patch(pipe, "neighborhood", cost_model=CostModel(path="costs.json"))   # kept on disk
+    ditaccel.patch(pipe, "neighborhood", force_sparse=True)               # experiments: always sparse
+
+The decision is a pure function of the calibration table: given the same table, the same shapes
+run dense or sparse (tests/test_cost_model.py). On a CPU the runtime calibrates nothing unless a
+CostModel is passed: the CPU path is the exact reference backend, a correctness fallback whose
+speed says nothing about a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+MARGIN = 0.98  # sparse runs where it takes at most 98% of dense's time
+ENV_PATH = "DITACCEL_COST_TABLE"  # a JSON file the process-wide model reads and extends
+
+
+@dataclass(frozen=True)
+class CallShape:
+    """What an attention call's time depends on."""
+
+    device: str  # the GPU's name (or "cpu")
+    dtype: str
+    batch: int
+    heads: int
+    head_dim: int
+    grid: tuple[int, int, int]
+    text_len: int
+    method: str  # the config's repr: its layout (or its selection rule) and block size
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Decision:
+    sparse: bool
+    reason: str
+    dense_ms: float | None = None
+    sparse_ms: float | None = None
+
+
+class CostModel:
+    """A calibration table {shape: (dense ms, sparse ms)} and the rule that reads it."""
+
+    def __init__(self, table: dict[CallShape, tuple[float, float]] | None = None, *, path: str | os.PathLike | None = None,
+                 margin: float = MARGIN):
+        if not 0.0 < margin <= 1.0:
+            raise ValueError(f"margin must be in (0, 1], got {margin!r}")
+        self.margin = margin
+        self.path = Path(path) if path is not None else None
+        self.table: dict[str, tuple[float, float]] = {}
+        if self.path is not None and self.path.is_file():
+            self.table.update({k: tuple(v) for k, v in json.loads(self.path.read_text()).items()})
+        for shape, times in (table or {}).items():
+            self.table[shape.key()] = (float(times[0]), float(times[1]))
+
+    def decide(self, shape: CallShape, measure: Callable[[], tuple[float, float]]) -> Decision:
+        """Dense or sparse for ``shape``: from the table, after ``measure()`` (dense ms, sparse ms)
+        fills it the first time."""
+        key = shape.key()
+        if key not in self.table:
+            self.table[key] = tuple(float(t) for t in measure())
+            if self.path is not None:
+                self.path.write_text(json.dumps(self.table, indent=1))
+        dense_ms, sparse_ms = self.table[key]
+        sparse = sparse_ms <= self.margin * dense_ms
+        verdict = "sparse pays" if sparse else "sparse would not pay"
+        return Decision(sparse, f"{verdict}: {sparse_ms:.3f} ms sparse vs {dense_ms:.3f} ms dense per call (calibrated)",
+                        dense_ms, sparse_ms)
+
+
+_PROCESS_MODEL: CostModel | None = None
+
+
+def process_cost_model() -> CostModel:
+    """The model every patch on a GPU shares unless given its own (file: $DITACCEL_COST_TABLE)."""
+    global _PROCESS_MODEL
+    if _PROCESS_MODEL is None:
+        _PROCESS_MODEL = CostModel(path=os.environ.get(ENV_PATH) or None)
+    return _PROCESS_MODEL
+
+
+def time_pair(dense: Callable[[], object], sparse: Callable[[], object], *, rounds: int = 5) -> tuple[float, float]:
+    """Median milliseconds of ``dense()`` and ``sparse()``, each warmed up once (kernels compile and
+    autotune there), then timed in interleaved rounds (CUDA events on a GPU, the wall clock on a CPU)."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    dense(), sparse()
+    times: dict[str, list[float]] = {"dense": [], "sparse": []}
+    for _ in range(rounds):
+        for name, fn in (("dense", dense), ("sparse", sparse)):
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times[name].append(start.elapsed_time(end))
+            else:
+                import time
+
+                t0 = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times["dense"]), statistics.median(times["sparse"])

@@ -1,0 +1,131 @@
+"""The cost model: given a calibration table the dense/sparse decision is deterministic; a layout
+that computes every block runs the original (dense) processor; summary() reports the decision;
+force_sparse runs sparse anyway; tables persist on disk."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+import ditaccel
+from ditaccel.cost_model import CallShape, CostModel
+
+from tiny_pipelines import BUILDERS
+
+METHOD = ditaccel.Radial(decay=0.2, sink=True, block_size=64)
+
+
+@pytest.fixture(scope="module")
+def wan():
+    return BUILDERS["wan"]()
+
+
+def wan_shape(method=METHOD) -> CallShape:
+    # The tiny Wan: CFG as two calls of batch 1, 2 heads x 16, 17 frames x 80 x 144 -> grid (5, 5, 9).
+    return CallShape("cpu", "float32", 1, 2, 16, (5, 5, 9), 0, repr(method))
+
+
+def run(case, **patch_arguments):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        handle = ditaccel.patch(case.pipe, METHOD, schedule=ditaccel.Schedule(), **patch_arguments)
+        try:
+            out = case.generate()
+            summary = handle.summary()
+        finally:
+            handle.unpatch()
+    return out, summary, [str(w.message) for w in caught if "runs dense" in str(w.message)]
+
+
+def test_a_table_that_says_sparse_loses_runs_every_layer_dense_and_says_why(wan):
+    plain = wan.generate()
+    out, summary, warned = run(wan, cost_model=CostModel({wan_shape(): (1.0, 2.0)}))
+    assert torch.equal(out, plain)  # the original processors ran
+    assert all(not row["sparse_steps"] for row in summary.rows)
+    assert all(row["cost_dense_steps"] == [0, 1, 2] for row in summary.rows)
+    (reason,) = summary.decisions["WanTransformer3DModel"].values()
+    assert reason.startswith("dense: sparse would not pay: 2.000 ms sparse vs 1.000 ms dense")
+    assert "would not pay" in str(summary)
+    assert len(warned) == 1 and "force_sparse=True" in warned[0]
+
+
+def test_a_table_that_says_sparse_wins_runs_sparse(wan):
+    _, summary, warned = run(wan, cost_model=CostModel({wan_shape(): (1.0, 0.5)}))
+    assert all(row["sparse_steps"] == [0, 1, 2] and not row["cost_dense_steps"] for row in summary.rows)
+    assert summary.decisions["WanTransformer3DModel"][(5, 5, 9)].startswith("sparse: sparse pays")
+    assert not warned
+
+
+def test_the_decision_is_a_pure_function_of_the_table_and_the_margin():
+    model = CostModel({wan_shape(): (1.0, 0.99)})
+    never = lambda: pytest.fail("a shape in the table is never measured")  # noqa: E731
+    assert not model.decide(wan_shape(), never).sparse  # 0.99 > 0.98 x 1.0
+    assert CostModel({wan_shape(): (1.0, 0.99)}, margin=1.0).decide(wan_shape(), never).sparse
+    assert model.decide(wan_shape(), never) == model.decide(wan_shape(), never)
+    with pytest.raises(ValueError, match="margin"):
+        CostModel(margin=0.0)
+
+
+def test_force_sparse_runs_sparse_where_the_table_says_dense(wan):
+    _, summary, warned = run(wan, cost_model=CostModel({wan_shape(): (1.0, 2.0)}), force_sparse=True)
+    assert all(row["sparse_steps"] == [0, 1, 2] for row in summary.rows)
+    assert summary.decisions["WanTransformer3DModel"][(5, 5, 9)] == "sparse: force_sparse=True"
+    assert not warned
+
+
+def test_a_full_window_layout_runs_the_dense_processor(wan):
+    full = ditaccel.Neighborhood(window=(1.0, 1.0, 1.0))
+    plain = wan.generate()
+    seen = []
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        handle = ditaccel.patch(wan.pipe, full, schedule=ditaccel.Schedule(), cost_model=CostModel())
+        originals = {layer.index: layer.module.processor for layer in handle.states[0].layers}
+        hook = wan.pipe.transformer.blocks[1].attn1.register_forward_pre_hook(
+            lambda module, *_: seen.append(module.processor))
+        try:
+            out = wan.generate()
+            summary = handle.summary()
+        finally:
+            hook.remove()
+            handle.unpatch()
+    assert torch.equal(out, plain)
+    assert seen and all(p is originals[1] for p in seen)
+    assert "computes every block" in summary.decisions["WanTransformer3DModel"][(5, 5, 9)]
+    assert any("runs dense" in str(w.message) for w in caught)
+    with ditaccel.patch(wan.pipe, full, schedule=ditaccel.Schedule(), cost_model=CostModel(), force_sparse=True) as handle:
+        wan.generate()
+        assert all(row["sparse_steps"] for row in handle.summary().rows)
+
+
+def test_a_table_on_disk_is_filled_once_and_read_back(tmp_path):
+    path = tmp_path / "costs.json"
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return 2.0, 1.0
+
+    assert CostModel(path=path).decide(wan_shape(), measure).sparse
+    assert calls == [1] and json.loads(path.read_text())[wan_shape().key()] == [2.0, 1.0]
+    assert CostModel(path=path).decide(wan_shape(), lambda: pytest.fail("read from the file")).sparse
+
+
+def test_without_a_cost_model_a_cpu_runs_sparse_and_says_so(wan):
+    with ditaccel.patch(wan.pipe, METHOD, schedule=ditaccel.Schedule()) as handle:
+        wan.generate()
+        summary = handle.summary()
+    assert all(row["sparse_steps"] == [0, 1, 2] for row in summary.rows)
+    assert "no cost model on a CPU" in summary.decisions["WanTransformer3DModel"][(5, 5, 9)]
+
+
+def test_bad_arguments_are_refused(wan):
+    with pytest.raises(TypeError, match="force_sparse must be True or False"):
+        ditaccel.patch(wan.pipe, METHOD, force_sparse="yes")
+    with pytest.raises(TypeError, match="cost_model must be a ditaccel.CostModel"):
+        ditaccel.patch(wan.pipe, METHOD, cost_model={"a": 1})
+    assert not ditaccel.is_patched(wan.pipe)
