@@ -122,6 +122,12 @@ class PatchState:
             self.ulysses = None
         elif self.ulysses is None or self.ulysses.config is not config:
             self.ulysses = Ulysses.of(module)  # raises for ring attention and uneven shards
+            lost = [layer.name for layer in self.layers if getattr(self.originals[layer.index], "_parallel_config", 0) is None]
+            if lost:
+                # A processor set after enable_parallelism: its dense calls would attend within one rank's shard.
+                raise RuntimeError(f"{lost[0]}'s attention processor has no parallel config although "
+                                   f"{type(module).__name__} runs under context parallelism (a processor set after "
+                                   "enable_parallelism?): set processors before enable_parallelism")
 
     @torch.compiler.disable
     def _pre_forward(self, module, args, kwargs):

@@ -118,6 +118,16 @@ def cases():
     case("wan radial differs from dense", sparse_is_not_dense)
     case("flux neighborhood differs from dense", lambda: (single(flux_model, flux_inputs(), flux_methods["neighborhood"])
                                                           - single(flux_model, flux_inputs(), None)).abs().max())
+    def lost_config():
+        from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+        model = wan_model()
+        model.enable_parallelism(config=ulysses)
+        model.blocks[1].attn1.set_processor(WanAttnProcessor())  # after enable_parallelism: no config
+        with ditaccel.patch(model, methods["radial"], schedule=every):
+            run(model, wan_inputs())
+
+    case("wan lost config", lost_config)
     case("wan ring", lambda: parallel(wan_model, wan_inputs(), methods["radial"], config=ContextParallelConfig(ring_degree=2)))
     return results
 

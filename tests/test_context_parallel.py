@@ -51,6 +51,11 @@ def test_ring_attention_with_a_sparse_method_is_refused_in_one_line(results):
                                            "parallelism only, got ring_degree=2")
 
 
+def test_a_processor_that_lost_its_parallel_config_is_named(results):
+    for rank in results:
+        assert rank["wan lost config"].startswith("RuntimeError: blocks.1.attn1's attention processor has no parallel config")
+
+
 def test_heads_the_degree_does_not_divide_are_refused_in_one_line():
     from ditaccel.context_parallel import Ulysses
 
