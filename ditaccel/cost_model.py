@@ -65,7 +65,11 @@ class CostModel:
         self.path = Path(path) if path is not None else None
         self.table: dict[str, tuple[float, float]] = {}
         if self.path is not None and self.path.is_file():
-            self.table.update({k: tuple(v) for k, v in json.loads(self.path.read_text()).items()})
+            try:
+                self.table.update({k: tuple(v) for k, v in json.loads(self.path.read_text()).items()})
+            except (ValueError, AttributeError, TypeError) as error:
+                raise ValueError(f"cost table {self.path} (CostModel path or ${ENV_PATH}) is not a table this version "
+                                 f"wrote: {error}; delete it to calibrate again") from None
         for shape, times in (table or {}).items():
             self.table[shape.key()] = (float(times[0]), float(times[1]))
 
@@ -75,13 +79,23 @@ class CostModel:
         key = shape.key()
         if key not in self.table:
             self.table[key] = tuple(float(t) for t in measure())
-            if self.path is not None:
-                self.path.write_text(json.dumps(self.table, indent=1))
+            if self.path is not None and _writes_files():
+                # A whole new file replaces the old one: a reader never sees half a table.
+                partial = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+                partial.write_text(json.dumps(self.table, indent=1))
+                os.replace(partial, self.path)
         dense_ms, sparse_ms = self.table[key]
         sparse = sparse_ms <= self.margin * dense_ms
         verdict = "sparse pays" if sparse else "sparse would not pay"
         return Decision(sparse, f"{verdict}: {sparse_ms:.3f} ms sparse vs {dense_ms:.3f} ms dense per call (calibrated)",
                         dense_ms, sparse_ms)
+
+
+def _writes_files() -> bool:
+    """Rank 0 writes the table (all ranks of a torchrun launch calibrate the same shapes)."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 _PROCESS_MODEL: CostModel | None = None
@@ -95,10 +109,18 @@ def process_cost_model() -> CostModel:
     return _PROCESS_MODEL
 
 
-def time_pair(dense: Callable[[], object], sparse: Callable[[], object], *, rounds: int = 5) -> tuple[float, float]:
-    """Median milliseconds of ``dense()`` and ``sparse()``, each warmed up once (kernels compile and
-    autotune there), then timed in interleaved rounds (CUDA events on a GPU, the wall clock on a CPU)."""
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+def time_pair(dense: Callable[[], object], sparse: Callable[[], object], *, device=None, rounds: int = 5) -> tuple[float, float]:
+    """Median milliseconds of ``dense()`` and ``sparse()`` running on ``device``, each warmed up once
+    (kernels compile and autotune there), then timed in interleaved rounds (CUDA events on that GPU's
+    stream, the wall clock on a CPU)."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            return _time_pair(dense, sparse, rounds, cuda=True)
+    return _time_pair(dense, sparse, rounds, cuda=False)
+
+
+def _time_pair(dense, sparse, rounds: int, *, cuda: bool) -> tuple[float, float]:
     dense(), sparse()
     times: dict[str, list[float]] = {"dense": [], "sparse": []}
     for _ in range(rounds):

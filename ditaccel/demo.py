@@ -69,6 +69,15 @@ class DemoState:
     def session(self, model: str) -> Session:
         model = (model or BUILT_IN).strip() or BUILT_IN
         if model not in self.sessions:
+            if self.sessions:  # one pipeline at a time: a GPU would not hold every model the user tries
+                import gc
+
+                import torch
+
+                self.sessions.clear()
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
             self.sessions[model] = Session(model, device=self.device, progress=True)
         return self.sessions[model]
 

@@ -80,6 +80,7 @@ class Generation:
     summary: Summary | None = None
     scores: dict = field(default_factory=dict)  # psnr, ssim, lpips against dense (with compare)
     block_map: BlockMap | None = None
+    ranks: int = 1  # processes of a context-parallel run
 
     @property
     def speedup(self) -> float | None:
@@ -91,7 +92,8 @@ class Generation:
         def label(text: str) -> str:
             return f"**{text}**" if markdown else text
 
-        lines = [f"{label(self.spec)}: {self.seconds:.2f} s for {self.steps} steps on {self.device}"]
+        ranks = f" x {self.ranks} ranks (Ulysses context parallelism)" if self.ranks > 1 else ""
+        lines = [f"{label(self.spec)}: {self.seconds:.2f} s for {self.steps} steps on {self.device}{ranks}"]
         if self.dense_seconds is not None:
             lines.append(f"{label('dense')}: {self.dense_seconds:.2f} s, {label(f'speed-up {self.speedup:.2f}x')}"
                          + ("" if self.device.startswith("cuda") else
@@ -100,6 +102,11 @@ class Generation:
             lines.append(f"{label('vs dense')}: " + ", ".join(
                 f"{name.upper()} {value:.2f} dB" if name == "psnr" else f"{name.upper()} {value:.4f}"
                 for name, value in self.scores.items() if value is not None))
+        from .patching import NO_COST_MODEL
+
+        decisions = self.summary.decisions if self.summary is not None else {}
+        lines += [f"{label('cost model')} ({name}, grid {grid}): {why}" for name, grids in decisions.items()
+                  for grid, why in grids.items() if NO_COST_MODEL not in why]
         fraction = self.summary.compute_fraction if self.summary is not None else None
         if markdown and fraction is not None:
             lines.append(f"{label('attention compute')}: {fraction:.3f} of dense")
@@ -113,7 +120,7 @@ class Session:
                  compile: bool = False, progress: bool = True, parallel: bool = False):
         """``parallel``: this process is one rank of a torchrun launch: the transformer runs under
         diffusers' Ulysses context parallelism over all ranks (``ditaccel generate --nproc N``)."""
-        self.rank, self.world = _distributed_rank(parallel)
+        self.rank, self.world = _distributed_rank(parallel, device)
         if device is None and self.world > 1 and torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -213,6 +220,7 @@ class Session:
             dense_frames, dense_seconds = self._run(self.arguments(settings))
         result = self._generate_patched(spec, settings, warm_up)
         result.dense_frames, result.dense_seconds = dense_frames, dense_seconds
+        result.ranks = self.world
         if dense_frames is not None:
             result.scores = scores(result.frames, dense_frames, self.device)
         return result
@@ -230,10 +238,11 @@ class Session:
             raise GenerationError(f"{spec.text}: {_one_line(error)}") from None
         try:
             schedule = next((s.schedule for s in handle.states if s.runner is not None), None)
-            if warm_up:
-                self._warm_up(settings, schedule)
-                handle.reset_summary()
+            # The recorder from the warm-up on: a compiled block traced without it would recompile in the timing.
             with BlockMapRecorder(handle) as recorder:
+                if warm_up:
+                    self._warm_up(settings, schedule)
+                    handle.reset_summary()
                 frames, seconds = self._run(self.arguments(settings))
             summary = handle.summary()
             block_map = recorder.block_map()
@@ -282,7 +291,8 @@ class Session:
                 base = preset(method, self.family)[1] if isinstance(method, str) else default_schedule(self.family, method)
             arguments["schedule"] = Schedule(dense_steps=0, dense_last_steps=0, dense_layers=base.dense_layers)
             try:
-                handle = patch(transformer, **arguments)
+                # force_sparse: the question is what the sparse path costs, not what the cost model would run.
+                handle = patch(transformer, **arguments, force_sparse=True)
             except (ValueError, TypeError, NotImplementedError) as error:
                 raise GenerationError(f"{spec.text}: {_one_line(error)}") from None
             try:
@@ -321,7 +331,7 @@ class Session:
         return captured
 
 
-def _distributed_rank(parallel: bool) -> tuple[int, int]:
+def _distributed_rank(parallel: bool, device: str | None) -> tuple[int, int]:
     """(rank, world size) of this process; joins torchrun's process group when ``parallel``."""
     if not parallel:
         return 0, 1
@@ -330,7 +340,8 @@ def _distributed_rank(parallel: bool) -> tuple[int, int]:
     if "RANK" not in os.environ:
         raise GenerationError("--nproc: run through torchrun (ditaccel generate --nproc N starts it)")
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+        backend = "nccl" if cuda else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend)

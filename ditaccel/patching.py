@@ -200,7 +200,8 @@ class PatchState:
             decision = self._decide(args, kwargs, grid, text_len)
             # Under context parallelism every rank must take the same path (each times its own calls).
             if not all_ranks_agree(self.ulysses, decision.sparse, argument(args, kwargs, "hidden_states", 0).device):
-                decision = Decision(False, f"another rank's calibration: {decision.reason}" if decision.sparse else decision.reason)
+                decision = Decision(False, "another rank's calibration found that sparse would not pay" if decision.sparse
+                                    else decision.reason)
             self.decisions[key] = decision
             if not decision.sparse:
                 warnings.warn(f"ditaccel: {self.method!r} runs dense on {type(self.transformer).__name__}'s grid "
@@ -212,10 +213,15 @@ class PatchState:
         hidden = argument(args, kwargs, "hidden_states", 0)
         if self.force_sparse:
             decision = Decision(True, "force_sparse=True")
+        elif all(self.schedule.layer_is_dense(layer.index) for layer in self.layers):
+            decision = Decision(True, "every layer is dense by the schedule: nothing to decide")
         elif self.cost_model is None and hidden.device.type != "cuda":
             decision = Decision(True, NO_COST_MODEL + " (the reference backend is a correctness path, not a fast one)")
         elif not self.runner.dynamic and self.block_density(grid) >= 1.0:
             decision = Decision(False, "the layout computes every block: dense attention gives the same result, faster")
+        elif self.runner.dynamic and self.method.computed_fraction(tuple(grid)) is None:
+            # What it computes depends on the data (pyramid): random inputs would misjudge it.
+            decision = Decision(True, "compute depends on the data: not calibrated on random inputs")
         else:
             model = self.cost_model or process_cost_model()
             shape = self._call_shape(hidden, grid, text_len)
@@ -226,7 +232,7 @@ class PatchState:
         module = next(layer.module for layer in self.layers if not self.schedule.layer_is_dense(layer.index))
         heads = int(module.heads)
         inner = getattr(module, "inner_dim", None) or module.to_q.out_features
-        dtype = next(self.transformer.parameters()).dtype
+        dtype = getattr(self.transformer, "dtype", hidden.dtype)  # diffusers' compute dtype (quantised weights aside)
         name = torch.cuda.get_device_name(hidden.device) if hidden.device.type == "cuda" else hidden.device.type
         return CallShape(name, str(dtype).removeprefix("torch."), int(hidden.shape[0]), heads // self.ranks, int(inner) // heads,
                          tuple(int(g) for g in grid), text_len, repr(self.method))
@@ -242,7 +248,7 @@ class PatchState:
             self.runner.prepare(shape.grid, shape.text_len, device)
         with torch.no_grad():
             return time_pair(lambda: F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)),
-                             lambda: call(q, k, v, shape.grid, **arguments))
+                             lambda: call(q, k, v, shape.grid, **arguments), device=device)
 
     def _reference_density(self, grid) -> float:
         if self.reference_runner is None:

@@ -110,7 +110,7 @@ def test_argparse_errors_are_one_line_too(capsys):
     assert len(err.splitlines()) == 1 and "--seed" in err
 
 
-def test_generate_nproc_2_runs_ulysses_on_two_processes_and_matches_one(tmp_path, capsys):
+def test_generate_nproc_2_runs_ulysses_on_two_processes_and_matches_one(tmp_path, capfd):
     """--nproc 2: torchrun starts two CPU ranks (gloo) under diffusers' Ulysses context parallelism;
     rank 0 writes the video, which matches the one-process video of the same seed."""
     from safetensors.torch import save_file
@@ -124,7 +124,9 @@ def test_generate_nproc_2_runs_ulysses_on_two_processes_and_matches_one(tmp_path
     common = ["--model", str(model), "--prompt-file", str(embeds), "--method", "radial(decay=0.5, block_size=64)",
               "--steps", "2", "--frames", "13", "--height", "80", "--width", "144", "--quiet", "--device", "cpu"]
     assert main(["generate", *common, "--out", str(tmp_path / "one.mp4")]) == 0
-    assert main(["generate", *common, "--nproc", "2", "--out", str(tmp_path / "two.mp4")]) == 0, capsys.readouterr().err
+    capfd.readouterr()
+    assert main(["generate", *common, "--nproc", "2", "--out", str(tmp_path / "two.mp4")]) == 0, capfd.readouterr().err
+    assert "x 2 ranks (Ulysses context parallelism)" in capfd.readouterr().out  # rank 0's report, from torchrun
     one, two = decoded(tmp_path / "one.mp4"), decoded(tmp_path / "two.mp4")
     assert one.shape == two.shape == (13, 80, 144, 3)
     assert np.abs(one.astype(int) - two.astype(int)).mean() < 0.5

@@ -71,6 +71,14 @@ class _CacheProcessor:
     def _attention_backend(self, backend) -> None:
         self.original._attention_backend = backend
 
+    @property
+    def _parallel_config(self):  # enable_parallelism may meet this processor on the layer: reach the original
+        return getattr(self.original, "_parallel_config", None)
+
+    @_parallel_config.setter
+    def _parallel_config(self, config) -> None:
+        self.original._parallel_config = config
+
 
 class ReplayProcessor(_CacheProcessor):
     """Returns ``output`` (set by the pre-hook) and computes nothing."""
