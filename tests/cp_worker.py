@@ -120,6 +120,25 @@ def cases():
     case("wan radial differs from dense", sparse_is_not_dense)
     case("flux neighborhood differs from dense", lambda: (single(flux_model, flux_inputs(), flux_methods["neighborhood"])
                                                           - single(flux_model, flux_inputs(), None)).abs().max())
+    def broadcast_under_parallelism():
+        """Radial + Broadcast over three forwards (the second reuses every layer's kept output): the
+        reuse decisions come from the step count, the same on every rank."""
+        cache = ditaccel.Broadcast(period=2, window=(0.0, 1.0))
+
+        def three(model):
+            outs = []
+            with ditaccel.patch(model, methods["radial"], schedule=every, cache=cache) as handle:
+                for t in (999.0, 998.0, 997.0):
+                    outs.append(run(model, {**wan_inputs(), "timestep": torch.tensor([t])}))
+                assert any(row["reused_steps"] == [1] for row in handle.summary().rows), handle.summary()
+            return torch.stack(outs)
+
+        model = wan_model()
+        model.enable_parallelism(config=ulysses)
+        return (three(model) - three(wan_model())).abs().max()
+
+    case("wan radial + broadcast", broadcast_under_parallelism)
+
     def lost_config():
         from diffusers.models.transformers.transformer_wan import WanAttnProcessor
 

@@ -30,11 +30,13 @@ def results(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", ["wan dense", "wan radial", "wan neighborhood", "wan piecewise", "wan radial, patch first",
-                                  "flux neighborhood", "flux piecewise", "wan unpatch"])
+                                  "flux neighborhood", "flux piecewise", "wan unpatch",
+                                  "wan radial + broadcast"])
 def test_ulysses_2_equals_one_process(results, case):
     """Dense, static layouts built for the global grid, a dynamic method choosing per (global) head,
     joint text + image attention (rank-interleaved tokens put back in order), both orders of
-    enable_parallelism and patch, and unpatch under parallelism: equal to one process."""
+    enable_parallelism and patch, unpatch under parallelism, and attention caching (reuse decided by
+    the step, alike on every rank): equal to one process."""
     for rank in results:
         assert isinstance(rank[case], float), rank[case]
         assert rank[case] <= 1e-5, (case, rank[case])
