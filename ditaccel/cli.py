@@ -38,6 +38,15 @@ def _write_strip(frames, path: Path, scale: int) -> Path:
     return path
 
 
+def _check_counts(args: argparse.Namespace) -> str | None:
+    """The integer options' ranges, checked before anything loads: the message, or None."""
+    for name, low in (("size", 1), ("fps", 1), ("threads", 0), ("repeats", 1), ("nproc", 1)):
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            return f"--{name} must be >= {low}, got {value}"
+    return None
+
+
 def _settings(args: argparse.Namespace):
     from ditaccel.generation import GenerateSettings
 
@@ -90,9 +99,9 @@ def _generate(args: argparse.Namespace) -> int:
     from ditaccel.generation import GenerationError, write_video
 
     t0 = time.perf_counter()
+    if _check_counts(args):
+        return _fail(_check_counts(args))
     settings = _settings(args)
-    if args.nproc < 1:
-        return _fail(f"--nproc must be >= 1, got {args.nproc}")
     try:
         spec = settings.spec()  # a typo fails before any model loads
         if args.compare and spec.is_dense:
@@ -124,6 +133,8 @@ def _generate(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from ditaccel.generation import GenerationError
 
+    if _check_counts(args):
+        return _fail(_check_counts(args))
     settings = _settings(args)
     try:
         settings.spec()

@@ -78,6 +78,9 @@ def test_bench_prints_the_ratio_and_the_attention_share(capsys):
 
 @pytest.mark.parametrize("argv, names", [
     (["generate", "--steps", "-1"], "--steps"),
+    (["generate", "--size", "-5"], "--size"),
+    (["generate", "--fps", "0"], "--fps"),
+    (["bench", "--repeats", "0"], "--repeats"),
     (["generate", "--frames", "many"], "--frames"),
     (["generate", "--method", "radial(decay=-1)"], "decay"),
     (["generate", "--method", "fast"], "unknown method 'fast'"),
