@@ -242,7 +242,7 @@ class PatchState:
         n = shape.grid[0] * shape.grid[1] * shape.grid[2] + shape.text_len
         q, k, v = (torch.randn(shape.batch, n, shape.heads, shape.head_dim, device=device, dtype=getattr(torch, shape.dtype))
                    for _ in range(3))
-        arguments = dict(text_len=shape.text_len, text_position="last" if shape.text_len else "none")
+        arguments = dict(text_len=shape.text_len, text_position=self.adapter.text_position if shape.text_len else "none")
         call = self.runner.attend_dynamic if self.runner.dynamic else self.runner
         if not self.runner.dynamic:
             self.runner.prepare(shape.grid, shape.text_len, device)
