@@ -129,3 +129,21 @@ def test_bad_arguments_are_refused(wan):
     with pytest.raises(TypeError, match="cost_model must be a ditaccel.CostModel"):
         ditaccel.patch(wan.pipe, METHOD, cost_model={"a": 1})
     assert not ditaccel.is_patched(wan.pipe)
+
+
+@pytest.mark.parametrize("family", ["wan", "flux"])
+def test_an_empty_cost_model_calibrates_each_shape_once(family):
+    """The calibration itself runs (here on the CPU): dense SDPA and the sparse call timed on random
+    inputs of the call's shape (FLUX: with its text first), one table entry per shape."""
+    case = BUILDERS[family]()
+    model = CostModel()
+    method = ditaccel.Neighborhood(window=(1, 3, 3), block_size=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with ditaccel.patch(case.pipe, method, schedule=ditaccel.Schedule(), cost_model=model) as handle:
+            case.generate()
+            reasons = list(next(iter(handle.summary().decisions.values())).values())
+    assert len(model.table) == 1
+    (dense_ms, sparse_ms), = model.table.values()
+    assert dense_ms > 0 and sparse_ms > 0
+    assert len(reasons) == 1 and "(calibrated)" in reasons[0]
