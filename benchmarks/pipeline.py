@@ -177,15 +177,20 @@ def part_pipeline(args, save) -> dict:
 
 
 def step_kinds(name: str, steps: int) -> list[str]:
-    """Per step of a ``steps``-step generation, the kind of forward ``name`` runs (the runtime's
-    own rules: the radial preset's schedule, Broadcast.phase, ResidualReuse's refresh count)."""
+    """Per step of a ``steps``-step generation, the kind of forward the spec ``name`` runs (the
+    runtime's own rules: the method's Wan schedule, Broadcast.phase, ResidualReuse's refresh count).
+    Any method spec with a radial method works: "radial + broadcast(period=3, window=(0.05, 0.95))"."""
     import ditaccel
-    from ditaccel.presets import preset
+    from ditaccel.method_spec import parse_method_spec
 
-    parts = [p.strip() for p in name.split("+")]
-    schedule = preset("radial", "wan")[1] if "radial" in parts else None
-    broadcast = ditaccel.Broadcast() if "broadcast" in parts else None
-    residual = ditaccel.ResidualReuse() if "residual_reuse" in parts else None
+    spec = parse_method_spec(name)
+    schedule = spec.patch_arguments("wan").get("schedule") if spec.method is not None else None
+    if spec.method is not None and schedule is None:
+        from ditaccel.presets import default_schedule, preset
+
+        schedule = preset(spec.method, "wan")[1] if isinstance(spec.method, str) else default_schedule("wan", spec.method)
+    broadcast = spec.cache if isinstance(spec.cache, ditaccel.Broadcast) else None
+    residual = spec.cache if isinstance(spec.cache, ditaccel.ResidualReuse) else None
     kinds, sparse_count, kept = [], 0, False
     for step in range(steps):
         if broadcast is not None:
@@ -255,9 +260,19 @@ def part_steps(args) -> dict:
             traceback.print_exc()
             result["kinds"][kind] = dict(error=f"{type(error).__name__}: {str(error)[:300]}")
         print(kind, json.dumps(result["kinds"][kind]), flush=True)
+    return add_schedules(result, SCHEDULES, args.steps)
+
+
+SCHEDULES = ("dense", "radial", "broadcast", "radial + broadcast", "radial + residual_reuse")
+
+
+def add_schedules(result: dict, names, steps: int) -> dict:
+    """The ``steps``-step total with CFG (2 forwards per step) of each spec in ``names`` from the
+    measured step kinds in ``result``; speed-ups against dense's total."""
     ms = {k: v["ms"] for k, v in result["kinds"].items() if "ms" in v}
-    for name in ("dense", "radial", "broadcast", "radial + broadcast", "radial + residual_reuse"):
-        kinds = step_kinds(name, args.steps)
+    result.setdefault("schedules", {})
+    for name in ("dense", *[n for n in names if n != "dense"]):
+        kinds = step_kinds(name, steps)
         counts = {k: kinds.count(k) for k in sorted(set(kinds))}
         total = sum(2 * ms[k] for k in kinds) / 1e3 if all(k in ms for k in kinds) else None
         result["schedules"][name] = dict(step_kinds=counts, total_seconds=total)
@@ -270,12 +285,27 @@ def part_steps(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("pipeline", "steps"), required=True)
+    ap.add_argument("--part", choices=("pipeline", "steps"), default=None, help="required unless --from-kinds")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--combinations", default=",".join(PIPELINE_COMBINATIONS))
     ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks the script, times nothing")
+    ap.add_argument("--from-kinds", default=None, help="a pipeline_steps_*.json: add --schedules' totals from its measured "
+                    "step kinds (no GPU) and write it back")
+    ap.add_argument("--schedules", default="", help="'|'-separated method specs for --from-kinds")
     args = ap.parse_args()
+    if args.from_kinds:
+        with open(args.from_kinds) as f:
+            result = json.load(f)
+        names = [n.strip() for n in args.schedules.split("|") if n.strip()]
+        add_schedules(result, names, result.get("steps", args.steps))
+        with open(args.from_kinds, "w") as f:
+            json.dump(result, f, indent=1)
+        for name in names:
+            print(name, json.dumps(result["schedules"][name]))
+        return
+    if args.part is None:
+        ap.error("--part is required (or --from-kinds FILE)")
     if args.smoke:
         use_smoke()
     os.makedirs(args.out, exist_ok=True)
