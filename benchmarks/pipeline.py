@@ -184,11 +184,7 @@ def step_kinds(name: str, steps: int) -> list[str]:
     from ditaccel.method_spec import parse_method_spec
 
     spec = parse_method_spec(name)
-    schedule = spec.patch_arguments("wan").get("schedule") if spec.method is not None else None
-    if spec.method is not None and schedule is None:
-        from ditaccel.presets import default_schedule, preset
-
-        schedule = preset(spec.method, "wan")[1] if isinstance(spec.method, str) else default_schedule("wan", spec.method)
+    schedule = spec.schedule_for("wan")
     broadcast = spec.cache if isinstance(spec.cache, ditaccel.Broadcast) else None
     residual = spec.cache if isinstance(spec.cache, ditaccel.ResidualReuse) else None
     kinds, sparse_count, kept = [], 0, False

@@ -99,8 +99,8 @@ def _generate(args: argparse.Namespace) -> int:
     from ditaccel.generation import GenerationError, write_video
 
     t0 = time.perf_counter()
-    if _check_counts(args):
-        return _fail(_check_counts(args))
+    if problem := _check_counts(args):
+        return _fail(problem)
     settings = _settings(args)
     try:
         spec = settings.spec()  # a typo fails before any model loads
@@ -133,8 +133,8 @@ def _generate(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from ditaccel.generation import GenerationError
 
-    if _check_counts(args):
-        return _fail(_check_counts(args))
+    if problem := _check_counts(args):
+        return _fail(problem)
     settings = _settings(args)
     try:
         settings.spec()

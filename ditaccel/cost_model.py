@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -133,8 +134,6 @@ def _time_pair(dense, sparse, rounds: int, *, cuda: bool) -> tuple[float, float]
                 end.synchronize()
                 times[name].append(start.elapsed_time(end))
             else:
-                import time
-
                 t0 = time.perf_counter()
                 fn()
                 times[name].append((time.perf_counter() - t0) * 1e3)

@@ -27,10 +27,10 @@ from .block_map import BlockMap, BlockMapRecorder
 from .method_spec import MethodSpec, compose_spec
 from .patching import Summary, patch, transformers_of
 from .pipelines import adapter_for
-from .schedule import Schedule
 from .pipelines.loading import (
     BUILT_IN, call_arguments, call_default, call_parameters, is_built_in, load_pipeline, output_videos,
 )
+from .schedule import Schedule
 
 DEFAULT_PROMPT = "a red circle moving right"
 
@@ -283,13 +283,8 @@ class Session:
             layers = [layer.module for layer in adapter_for(transformer).attention_layers(transformer)]
             share = attention_share(transformer, layers, **captured)
             arguments = spec.patch_arguments(self.family)
-            base = arguments.get("schedule")
-            if base is None:
-                from .presets import default_schedule, preset
-
-                method = arguments["method"]
-                base = preset(method, self.family)[1] if isinstance(method, str) else default_schedule(self.family, method)
-            arguments["schedule"] = Schedule(dense_steps=0, dense_last_steps=0, dense_layers=base.dense_layers)
+            dense_layers = spec.schedule_for(self.family).dense_layers
+            arguments["schedule"] = Schedule(dense_steps=0, dense_last_steps=0, dense_layers=dense_layers)
             try:
                 # force_sparse: the question is what the sparse path costs, not what the cost model would run.
                 handle = patch(transformer, **arguments, force_sparse=True)

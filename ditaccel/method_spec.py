@@ -74,13 +74,21 @@ class MethodSpec:
         arguments = {"method": self.method}
         if self.cache is not None:
             arguments["cache"] = self.cache
-        overrides = {k: v for k, v in self.parameters.items() if k in _SCHEDULE_FIELDS}
-        if overrides:
-            base = Schedule()
-            if family is not None and self.method is not None:
-                base = preset(self.method, family)[1] if isinstance(self.method, str) else default_schedule(family, self.method)
-            arguments["schedule"] = dataclasses.replace(base, **overrides)
+        if any(k in _SCHEDULE_FIELDS for k in self.parameters):
+            arguments["schedule"] = self.schedule_for(family)
         return arguments
+
+    def schedule_for(self, family: str | None) -> Schedule | None:
+        """The schedule ``patch`` runs this spec with on a model ``family``: the method's default
+        there (``Schedule()`` without a family), changed in the fields the spec writes. None for
+        dense attention (with or without a cache)."""
+        if self.method is None:
+            return None
+        base = Schedule()
+        if family is not None:
+            base = preset(self.method, family)[1] if isinstance(self.method, str) else default_schedule(family, self.method)
+        overrides = {k: v for k, v in self.parameters.items() if k in _SCHEDULE_FIELDS}
+        return dataclasses.replace(base, **overrides) if overrides else base
 
 
 def allowed_specs() -> str:

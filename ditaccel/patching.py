@@ -142,7 +142,9 @@ class PatchState:
         ctx.advance(timestep_value(self.adapter.timestep(args, kwargs)), timesteps, self.adapter.timestep_scale)
         dense_step = self.runner is None or self.schedule.step_is_dense(ctx.step, ctx.num_steps, ctx.progress)
         # Where sparse attention would not pay on this shape, every layer runs dense (cost_model.py).
-        cost_dense = not dense_step and not self.decide(module, args, kwargs, ctx.grid).sparse
+        # The call's text length, once per forward (the cost model and the layout both need it).
+        text_len = None if dense_step else self.adapter.text_len(module, args, kwargs)
+        cost_dense = not dense_step and not self.decide(args, kwargs, ctx.grid, text_len or 0).sparse
         replay = self.cache.begin_forward(ctx) if self.cache is not None else {}
         if self.residuals is not None:
             self.residuals.begin_forward(ctx, any_sparse=not (dense_step or cost_dense))
@@ -174,7 +176,7 @@ class PatchState:
             if layer.module.processor is not processor:
                 layer.module.processor = processor
         device = argument(args, kwargs, "hidden_states", 0).device
-        text_len = self.adapter.text_len(module, args, kwargs) if any_sparse else None
+        text_len = text_len if any_sparse else None
         if text_len is not None or (any_sparse and self.runner.dynamic):  # a dynamic method needs no text length
             # Build (or look up) the layout here, outside any torch.compile region: traced inside
             # a compiled block, layout construction would become part of the graph.
@@ -190,11 +192,10 @@ class PatchState:
         same_order = self.cache is not None and self.runner is not None
         return self._enter_tile_order(module, args, kwargs, device) if any_sparse or same_order else None
 
-    def decide(self, module, args, kwargs, grid) -> Decision:
+    def decide(self, args, kwargs, grid, text_len: int) -> Decision:
         """Sparse or dense on ``grid`` (and the call's text length), decided once per shape, on a GPU
         or with a given CostModel: a layout that computes every block runs dense, otherwise the
         cost model's calibration decides. ``force_sparse``, and a CPU without a CostModel, run sparse."""
-        text_len = self.adapter.text_len(module, args, kwargs) or 0
         key = (tuple(grid), text_len)
         if key not in self.decisions:
             decision = self._decide(args, kwargs, grid, text_len)

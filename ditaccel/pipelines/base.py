@@ -141,31 +141,22 @@ def per_token_timestep_to_tiles(args: tuple, kwargs: dict, position: int, tiling
     return replace_argument(args, kwargs, "timestep", position, reorder_tokens(timestep, 1, tiling, to_tiles=True))
 
 
-class SparseProcessorMixin:
-    """Put first in a sparse processor's bases, before the upstream processor class.
+class StandsInFor:
+    """A processor that stands in for the layer's ``original`` one, whose per-layer settings stay on
+    the original so that both objects see them, whichever the layer holds when they are set:
 
-    ``layer`` is the index Schedule.dense_layers uses; ``patch_state.attend`` runs the method;
-    ``original`` is the layer's upstream processor, which the dense steps run.
-
-    The attention backend is the layer's, so it lives on ``original`` and the twin reads and writes
-    it there: a backend set before patch() (``set_attention_backend("xformers")``) reaches the
-    twin's exact fallback (``super().__call__``), one set while patched reaches the dense steps
-    whichever of the two objects the layer held then, and unpatch() leaves it as last set.
-    ``_parallel_config`` lives on ``original`` too: diffusers' ``enable_parallelism`` sets it on the
-    processor the layer holds at that moment (either of the two), and both must see it (without it
-    the dense steps would attend only within their rank's shard).
+    - ``_attention_backend``: one set before patch() (``set_attention_backend("xformers")``) reaches
+      the stand-in's exact fallback, one set while patched reaches the dense steps, and unpatch()
+      leaves it as last set. AttributeError when the original has none (processors calling SDPA
+      directly): then set_attention_backend skips the stand-in as it skips the original.
+    - ``_parallel_config``: diffusers' ``enable_parallelism`` sets it on the processor the layer
+      holds at that moment; without it a dense call would attend only within its rank's shard.
     """
 
-    def __init__(self, layer: int, patch_state, original) -> None:
-        self.original = original  # first: the upstream __init__ may touch _attention_backend
-        super().__init__()
-        self.layer = layer
-        self.patch_state = patch_state
+    original: object
 
     @property
     def _attention_backend(self):
-        # AttributeError when the original has none (processors calling SDPA directly): then
-        # set_attention_backend skips the twin as it skips the original.
         return self.original._attention_backend
 
     @_attention_backend.setter
@@ -179,6 +170,21 @@ class SparseProcessorMixin:
     @_parallel_config.setter
     def _parallel_config(self, config) -> None:
         self.original._parallel_config = config
+
+
+class SparseProcessorMixin(StandsInFor):
+    """Put first in a sparse processor's bases, before the upstream processor class.
+
+    ``layer`` is the index Schedule.dense_layers uses; ``patch_state.attend`` runs the method;
+    ``original`` is the layer's upstream processor, which the dense steps run (and which keeps the
+    layer's attention backend and parallel config: ``StandsInFor``).
+    """
+
+    def __init__(self, layer: int, patch_state, original) -> None:
+        self.original = original  # first: the upstream __init__ may touch _attention_backend
+        super().__init__()
+        self.layer = layer
+        self.patch_state = patch_state
 
 
 def reject_context_parallel(processor) -> None:

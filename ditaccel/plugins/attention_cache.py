@@ -28,6 +28,8 @@ import functools
 
 import torch
 
+from ..pipelines.base import StandsInFor
+
 
 class BranchTracker:
     """Records the name of the diffusers cache context the transformer's calls run in."""
@@ -57,27 +59,11 @@ class BranchTracker:
             self._installed = False
 
 
-class _CacheProcessor:
-    """Base of the cache's processors: they stand in for ``original`` (its attention backend too)."""
+class _CacheProcessor(StandsInFor):
+    """Base of the cache's processors: they stand in for ``original`` (its settings too)."""
 
     def __init__(self, original) -> None:
         self.original = original
-
-    @property
-    def _attention_backend(self):
-        return self.original._attention_backend
-
-    @_attention_backend.setter
-    def _attention_backend(self, backend) -> None:
-        self.original._attention_backend = backend
-
-    @property
-    def _parallel_config(self):  # enable_parallelism may meet this processor on the layer: reach the original
-        return getattr(self.original, "_parallel_config", None)
-
-    @_parallel_config.setter
-    def _parallel_config(self, config) -> None:
-        self.original._parallel_config = config
 
 
 class ReplayProcessor(_CacheProcessor):
