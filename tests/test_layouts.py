@@ -75,6 +75,36 @@ def test_perfectly_block_sparse_neighborhood_has_no_partial_blocks():
     assert 0 < layout.block_density() < 0.5
 
 
+@pytest.mark.parametrize("grid,window,stride,dilation,causal,tile", [
+    *(case + (None,) for case in NEIGHBORHOOD_CASES),
+    ((4, 32, 32), (3, 20, 20), (1, 1, 1), (1, 1, 1), (False, False, False), (1, 8, 8)),  # stride 1, no padding
+])
+def test_partial_bits_name_exactly_the_failing_coordinates(grid, window, stride, dilation, causal, tile):
+    # Bit c of a computed pair's flag is set iff some (real query, key) pair of the two blocks
+    # fails coordinate c of the box test (a key block with padding tests every coordinate).
+    layout = Neighborhood(window=window, stride=stride, dilation=dilation, causal=causal, block_size=64,
+                          tile=tile).build_layout(grid)
+    bs = layout.block_size
+    kc = layout.k_coord.long().view(layout.num_blocks, bs, 4)
+    lo, hi = layout.q_lo.long().view(layout.num_blocks, bs, 4), layout.q_hi.long().view(layout.num_blocks, bs, 4)
+    seen_one_dim = False
+    for qb in range(layout.num_blocks):
+        for e in range(int(layout.kv_counts[0, qb])):
+            kb, flag = int(layout.kv_indices[0, qb, e]), int(layout.kv_partial[0, qb, e])
+            real_q, real_k = kc[qb, :, 0] != -1, kc[kb, :, 0] != -1
+            passes = (lo[qb][real_q][:, None] <= kc[kb][real_k][None]) & (kc[kb][real_k][None] <= hi[qb][real_q][:, None])
+            expected = sum(1 << c for c in range(4) if not bool(passes[..., c].all()))
+            if bool(real_q.all()) and bool(real_k.all()):
+                assert flag == expected, (qb, kb, flag, expected)
+            else:  # padding: one coordinate more at most, one whose lower edges reject -1
+                assert flag & expected == expected and bin(flag & ~expected).count("1") <= 1
+                tested = [c for c in range(4) if flag >> c & 1]
+                assert any(bool((lo[qb][real_q][:, c] >= 0).all()) for c in tested)
+            seen_one_dim |= bin(flag).count("1") == 1
+    if tile is not None:
+        assert seen_one_dim  # stride-1 windows have blocks partial in one dimension only
+
+
 @pytest.mark.parametrize("grid,decay,sink", [((9, 16, 16), 0.2, True), ((12, 10, 13), 0.5, False), ((17, 8, 8), 1.0, True)])
 def test_radial_matches_definition(grid, decay, sink):
     method = Radial(decay=decay, sink=sink, block_size=64)

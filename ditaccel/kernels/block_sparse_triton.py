@@ -10,7 +10,8 @@ maximum from m to m' it rescales l and acc by 2^(m - m'). Folding c into the exp
 (c*s - m) costs nothing over a plain subtraction and keeps q unrounded.
 
 Masking. Whole blocks (the common case after token tiling) run with no mask at all. A block the
-layout flags partial gets the exact box test over the 4 canonical coordinates, and a block that
+layout flags partial gets the exact box test over the canonical coordinates its flag names (one
+bit per coordinate: a block whole in every dimension but one pays one compare), and a block that
 crosses the per-batch key length (padded text) gets `col < kv_len`; both are decided by one
 scalar branch per block, so whole blocks never pay for them. The box test lo <= k <= hi is one
 unsigned comparison per coordinate, (k - lo) <= (hi - lo) as uint32: below lo the difference
@@ -158,16 +159,26 @@ def _in_range(k_coord, kcol, c: tl.constexpr, lo, width):
 
 @triton.jit
 def _masked_scores(
-    qk, start_n, is_partial, kv_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
+    qk, start_n, flags, kv_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
     BLOCK_N: tl.constexpr,
 ):
-    """qk with -inf where the key is at or past kv_end or (partial blocks only) outside the query's box."""
+    """qk with -inf where the key is at or past kv_end (only a block crossing it pays) or outside
+    the query's box in a coordinate whose bit is set in ``flags``. The layout leaves a
+    coordinate's bit clear where every pair of the block passes it, and each test is behind its
+    own scalar branch, so a block partial in one dimension pays one compare and select per score."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     kcol = offs_n.to(tl.int64) * 4
-    inside = _in_range(k_coord, kcol, 0, lo0, w0) & _in_range(k_coord, kcol, 1, lo1, w1)
-    inside = inside & _in_range(k_coord, kcol, 2, lo2, w2) & _in_range(k_coord, kcol, 3, lo3, w3)
-    keep = (offs_n[None, :] < kv_end) & (inside | (is_partial == 0))
-    return tl.where(keep, qk, float("-inf"))
+    if start_n + BLOCK_N > kv_end:
+        qk = tl.where(offs_n[None, :] < kv_end, qk, float("-inf"))
+    if (flags & 1) != 0:
+        qk = tl.where(_in_range(k_coord, kcol, 0, lo0, w0), qk, float("-inf"))
+    if (flags & 2) != 0:
+        qk = tl.where(_in_range(k_coord, kcol, 1, lo1, w1), qk, float("-inf"))
+    if (flags & 4) != 0:
+        qk = tl.where(_in_range(k_coord, kcol, 2, lo2, w2), qk, float("-inf"))
+    if (flags & 8) != 0:
+        qk = tl.where(_in_range(k_coord, kcol, 3, lo3, w3), qk, float("-inf"))
+    return qk
 
 
 @triton.jit
@@ -291,9 +302,9 @@ def _block_sparse_fwd(
         # K and V NUM_STAGES buffers instead of 2 (H100, NATTEN's case: 31.2 -> 28.7 ms,
         # benchmarks/probes/variant_probe.py).
         if HAS_PARTIAL:
-            is_partial = tl.load(flag_row + entry).to(tl.int32)
-            if (is_partial != 0) | (start_n + BLOCK_N > v_end):
-                qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3, BLOCK_N)
+            flags = tl.load(flag_row + entry).to(tl.int32)
+            if (flags != 0) | (start_n + BLOCK_N > v_end):
+                qk = _masked_scores(qk, start_n, flags, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3, BLOCK_N)
         elif start_n + BLOCK_N > v_end:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             qk = tl.where(offs_n[None, :] < v_end, qk, float("-inf"))

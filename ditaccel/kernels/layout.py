@@ -6,7 +6,10 @@ A layout covers a canonical token sequence of ``seq_len`` tokens cut into blocks
 ones that are only partly allowed (``kv_partial``). Inside a partial block the kernel applies an
 exact token mask that is a *box test*: every query token carries an inclusive box
 ``[q_lo, q_hi]`` over the 4 canonical coordinates (dilation group, t, h, w) and a key token is
-allowed when its coordinates ``k_coord`` fall inside. Neighbourhood windows (any stride,
+allowed when its coordinates ``k_coord`` fall inside. A partial flag is a bit set over those
+coordinates (bit c: test coordinate c): a block pair whose every (query, key) pair passes the test
+in a coordinate skips that coordinate's compare, so a key block whole in two of three dimensions
+costs one compare per score, not four. ``PARTIAL_ALL`` tests every coordinate. Neighbourhood windows (any stride,
 dilation, causality), ragged-edge padding and full attention are all boxes, so one in-kernel mask
 serves every method; padding keys carry coordinate -1 and fall outside every box.
 
@@ -24,6 +27,10 @@ from .tiling import PAD_COORD, TokenTiling
 
 # Upper bound used for "no limit" box edges (coordinates are int32).
 BOX_MAX = 2**30
+# Partial flag testing all 4 coordinates (padding keys carry -1 in each, so any one rejects them).
+PARTIAL_ALL = 0b1111
+# Under full boxes (lower edges 0) one coordinate is enough to reject padding keys.
+FULL_BOX_PADDING = 0b0001
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +41,7 @@ class BlockLayout:
     seq_len: int  # canonical length, a multiple of block_size
     kv_counts: torch.Tensor  # int32 [G, num_q_blocks]
     kv_indices: torch.Tensor  # int32 [G, num_q_blocks, max_kv_blocks], left-packed, -1 after count
-    kv_partial: torch.Tensor  # int8  [G, num_q_blocks, max_kv_blocks], 1 = apply the box mask
+    kv_partial: torch.Tensor  # int8  [G, num_q_blocks, max_kv_blocks], bit c = test coordinate c (0: whole)
     q_lo: torch.Tensor  # int32 [seq_len, 4]
     q_hi: torch.Tensor  # int32 [seq_len, 4]
     k_coord: torch.Tensor  # int32 [seq_len, 4]
@@ -94,7 +101,9 @@ class BlockLayout:
 
 
 def pack_block_mask(block_mask: torch.Tensor, partial: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-pack a boolean [G, M, N] block mask into (counts, indices, partial flags)."""
+    """Left-pack a boolean [G, M, N] block mask into (counts, indices, partial flags).
+
+    ``partial``: bool (flag ``PARTIAL_ALL``) or the per-coordinate bits, [M, N] or [G, M, N]."""
     if block_mask.dim() == 2:
         block_mask = block_mask[None]
     G, M, N = block_mask.shape
@@ -109,7 +118,9 @@ def pack_block_mask(block_mask: torch.Tensor, partial: torch.Tensor | None = Non
     else:
         if partial.dim() == 2:
             partial = partial[None].expand(G, -1, -1)
-        flags = (torch.gather(partial, -1, order) & kept).to(torch.int8)
+        if partial.dtype == torch.bool:
+            partial = partial.to(torch.int8) * PARTIAL_ALL
+        flags = torch.where(kept, torch.gather(partial.to(torch.int8), -1, order), 0).to(torch.int8)
     return counts, indices, flags
 
 
@@ -129,7 +140,7 @@ def padding_blocks(tiling: TokenTiling) -> torch.Tensor:
 def layout_from_block_mask(block_mask: torch.Tensor, tiling: TokenTiling) -> BlockLayout:
     """A whole-block layout (e.g. radial) over a tiled video sequence; blocks holding padding keys
     are flagged partial and masked by full boxes (which reject padding coordinates)."""
-    partial = padding_blocks(tiling)[None, :].expand(block_mask.shape[-2], -1)
+    partial = (padding_blocks(tiling).to(torch.int8) * FULL_BOX_PADDING)[None, :].expand(block_mask.shape[-2], -1)
     counts, indices, flags = pack_block_mask(block_mask, partial)
     lo, hi = full_boxes(tiling.canon_len)
     return BlockLayout(tiling.block_size, tiling.canon_len, counts, indices, flags, lo, hi, tiling.coords.clone(), tiling)
@@ -160,19 +171,14 @@ def layout_from_boxes(
     kc = tiling.coords.long().to(device)
     lo, hi = q_lo.long().to(device), q_hi.long().to(device)
     nb = tiling.num_blocks
-    pad_key = (kc[:, 0] == PAD_COORD).view(nb, bs)
-    # Per block: the smallest box holding all query boxes' lower edges etc. A block pair is whole
-    # iff in every dimension the largest lower edge <= smallest key coordinate and the largest
-    # key coordinate <= smallest upper edge (over real tokens), and the key block has no padding.
+    pad_key = (kc[:, 0] == PAD_COORD).view(nb, bs)  # padding tokens (as keys, and as queries)
+    bits = _partial_bits(kc.view(nb, bs, 4), lo.view(nb, bs, 4), hi.view(nb, bs, 4), pad_key)
+    whole = bits == 0
+    # Candidates (necessary condition per dimension), then an exact check on each candidate.
     big = torch.iinfo(torch.int64).max
     kb = kc.view(nb, bs, 4)
     kmin = torch.where(pad_key[..., None], big, kb).amin(1)  # [nb, 4]
     kmax = torch.where(pad_key[..., None], -big, kb).amax(1)
-    lo_max = lo.view(nb, bs, 4).amax(1)
-    hi_min = hi.view(nb, bs, 4).amin(1)
-    whole = ((lo_max[:, None, :] <= kmin[None]) & (kmax[None] <= hi_min[:, None, :])).all(-1)
-    whole &= ~pad_key.any(-1)[None, :]
-    # Candidates (necessary condition per dimension), then an exact check on each candidate.
     lo_min = lo.view(nb, bs, 4).amin(1)
     hi_max = hi.view(nb, bs, 4).amax(1)
     cand = ((lo_min[:, None, :] <= kmax[None]) & (kmin[None] <= hi_max[:, None, :])).all(-1)
@@ -191,9 +197,37 @@ def layout_from_boxes(
         kk = kb[k_b][:, None, :, :]  # [c, 1, bs, 4]
         ok = ((ql <= kk) & (kk <= qh)).all(-1) & ~pad_key[k_b][:, None, :]
         block_mask[q_b, k_b] = ok.flatten(1).any(-1)
-    partial = (block_mask & ~whole).cpu()
+    partial = torch.where(block_mask & ~whole, bits, 0).cpu()
     counts, indices, flags = pack_block_mask(block_mask.cpu(), partial)
     return BlockLayout(bs, tiling.canon_len, counts, indices, flags, q_lo.int().cpu(), q_hi.int().cpu(), tiling.coords.clone(), tiling)
+
+
+def _partial_bits(kb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """int8 [nb, nb]: the coordinates the kernel must test for each (query block, key block) pair
+    (kb, lo, hi: [nb, bs, 4] key coordinates and query boxes per block; pad: [nb, bs] padding).
+
+    Bit c is set where some real (query, key) pair fails coordinate c: over a block pair, the
+    largest lower edge > the smallest key coordinate, or the largest key > the smallest upper edge.
+    Padding needs one tested coordinate more at most: a padding query's box is empty in every
+    coordinate, so any tested one rejects it; a padding key (-1 everywhere) fails any coordinate
+    whose lower edges are all >= 0. Where a pair with padding tests no such coordinate yet, the
+    lowest one is added (all four if no coordinate qualifies)."""
+    big = torch.iinfo(torch.int64).max
+    kmin = torch.where(pad[..., None], big, kb).amin(1)  # [nb, 4] over real keys
+    kmax = torch.where(pad[..., None], -big, kb).amax(1)
+    lo_max = torch.where(pad[..., None], -big, lo).amax(1)  # over real queries
+    hi_min = torch.where(pad[..., None], big, hi).amin(1)
+    lo_min = torch.where(pad[..., None], big, lo).amin(1)
+    fails = ~((lo_max[:, None, :] <= kmin[None]) & (kmax[None] <= hi_min[:, None, :]))  # [nb, nb, 4]
+    weights = 1 << torch.arange(4, device=kb.device)
+    bits = (fails.long() * weights).sum(-1)
+    rejects_pad = (lo_min >= 0).long() * weights  # [nb, 4]: coordinates that reject a padding key
+    ok = rejects_pad.sum(-1)[:, None].expand(-1, kb.shape[0])  # per query block
+    lowest = ok & -ok  # lowest set bit (0 where no coordinate qualifies)
+    has_pad = pad.any(-1)
+    needs = (has_pad[:, None] | has_pad[None, :]) & ((bits & ok) == 0)
+    bits = torch.where(needs, torch.where(lowest > 0, bits | lowest, PARTIAL_ALL), bits)
+    return bits.to(torch.int8)
 
 
 def with_text(layout: BlockLayout, text_len: int) -> BlockLayout:
@@ -221,7 +255,7 @@ def with_text(layout: BlockLayout, text_len: int) -> BlockLayout:
     counts = layout.kv_counts + nt
     # Text rows: every block; video blocks that contain padding need the (full) box mask.
     all_idx = torch.arange(nv + nt, dtype=torch.int32, device=dev)
-    pad_vid = (layout.k_coord[:, 0] == PAD_COORD).view(nv, bs).any(-1).to(torch.int8).to(dev)
+    pad_vid = ((layout.k_coord[:, 0] == PAD_COORD).view(nv, bs).any(-1).to(torch.int8) * FULL_BOX_PADDING).to(dev)
     text_flags = torch.cat([pad_vid, torch.zeros(nt, dtype=torch.int8, device=dev)])
     width = max(W + nt, nv + nt)
     out_idx = torch.full((G, M + nt, width), -1, dtype=torch.int32, device=dev)
