@@ -10,8 +10,9 @@ maximum from m to m' it rescales l and acc by 2^(m - m'). Folding c into the exp
 (c*s - m) costs nothing over a plain subtraction and keeps q unrounded.
 
 Masking. Whole blocks (the common case after token tiling) run with no mask at all. A block the
-layout flags partial gets the exact box test over the canonical coordinates its flag names (one
-bit per coordinate: a block whole in every dimension but one pays one compare), and a block that
+layout flags partial gets the exact box test over the canonical coordinates that some partial
+block of the layout needs (PARTIAL_DIMS, a compile-time bit set: a stride-1 window over one-frame
+tiles tests h and w, not all four), and a block that
 crosses the per-batch key length (padded text) gets `col < kv_len`; both are decided by one
 scalar branch per block, so whole blocks never pay for them. The box test lo <= k <= hi is one
 unsigned comparison per coordinate, (k - lo) <= (hi - lo) as uint32: below lo the difference
@@ -67,6 +68,8 @@ try:  # host-side tensor descriptors: Triton >= 3.4
     from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:  # pragma: no cover - older Triton
     TensorDescriptor = None
+
+from .layout import PARTIAL_ALL
 
 LOG2E = 1.4426950408889634
 SUPPORTED_HEAD_DIMS = (64, 128)
@@ -159,26 +162,29 @@ def _in_range(k_coord, kcol, c: tl.constexpr, lo, width):
 
 @triton.jit
 def _masked_scores(
-    qk, start_n, flags, kv_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
-    BLOCK_N: tl.constexpr,
+    qk, start_n, is_partial, kv_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PARTIAL_DIMS: tl.constexpr, CAN_CROSS: tl.constexpr,
 ):
-    """qk with -inf where the key is at or past kv_end (only a block crossing it pays) or outside
-    the query's box in a coordinate whose bit is set in ``flags``. The layout leaves a
-    coordinate's bit clear where every pair of the block passes it, and each test is behind its
-    own scalar branch, so a block partial in one dimension pays one compare and select per score."""
+    """qk with -inf where the key is outside the query's box in one of the coordinates
+    PARTIAL_DIMS names (partial blocks only) or, when a block can cross it (CAN_CROSS), at or past
+    kv_end. Both are compile-time choices: the coordinates no partial block of the layout needs
+    cost nothing (a stride-1 window over one-frame tiles tests h and w only), and without a key end
+    inside the video the end test is dropped. Per-block choices in the loop (a scalar branch per
+    coordinate) ran 1.4-1.7x slower on the H200 than the straight-line tests."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     kcol = offs_n.to(tl.int64) * 4
-    if start_n + BLOCK_N > kv_end:
-        qk = tl.where(offs_n[None, :] < kv_end, qk, float("-inf"))
-    if (flags & 1) != 0:
-        qk = tl.where(_in_range(k_coord, kcol, 0, lo0, w0), qk, float("-inf"))
-    if (flags & 2) != 0:
-        qk = tl.where(_in_range(k_coord, kcol, 1, lo1, w1), qk, float("-inf"))
-    if (flags & 4) != 0:
-        qk = tl.where(_in_range(k_coord, kcol, 2, lo2, w2), qk, float("-inf"))
-    if (flags & 8) != 0:
-        qk = tl.where(_in_range(k_coord, kcol, 3, lo3, w3), qk, float("-inf"))
-    return qk
+    inside = tl.full([BLOCK_M, BLOCK_N], 1, tl.int1)
+    if PARTIAL_DIMS & 1:
+        inside = inside & _in_range(k_coord, kcol, 0, lo0, w0)
+    if PARTIAL_DIMS & 2:
+        inside = inside & _in_range(k_coord, kcol, 1, lo1, w1)
+    if PARTIAL_DIMS & 4:
+        inside = inside & _in_range(k_coord, kcol, 2, lo2, w2)
+    if PARTIAL_DIMS & 8:
+        inside = inside & _in_range(k_coord, kcol, 3, lo3, w3)
+    if CAN_CROSS:
+        inside = (offs_n[None, :] < kv_end) & (inside | (is_partial == 0))
+    return tl.where(inside, qk, float("-inf"))
 
 
 @triton.jit
@@ -217,7 +223,7 @@ def _block_sparse_fwd(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     NUM_STAGES: tl.constexpr,
-    HAS_PARTIAL: tl.constexpr,
+    PARTIAL_DIMS: tl.constexpr,  # coordinates partial blocks test (bit c: coordinate c); 0: no partial block
     HAS_KV_LEN: tl.constexpr,
     MODE: tl.constexpr,  # 0 rows through pointers, 1 rows through descriptors, 2 grid boxes in place
     VIDEO_RAGGED: tl.constexpr,  # rows mode: video_len < video_blocks * LAYOUT_BLOCK (absent tail)
@@ -271,7 +277,7 @@ def _block_sparse_fwd(
     v_end = kv_cap
     if VIDEO_RAGGED:
         v_end = tl.minimum(kv_cap, video_len)
-    if HAS_PARTIAL:
+    if PARTIAL_DIMS != 0:
         lo0, w0 = _box_lo_width(q_lo, q_hi, offs_m, 0)
         lo1, w1 = _box_lo_width(q_lo, q_hi, offs_m, 1)
         lo2, w2 = _box_lo_width(q_lo, q_hi, offs_m, 2)
@@ -301,10 +307,11 @@ def _block_sparse_fwd(
         # branch keeps the key-block index in registers, and Triton 3.6's pipeliner then gives
         # K and V NUM_STAGES buffers instead of 2 (H100, NATTEN's case: 31.2 -> 28.7 ms,
         # benchmarks/probes/variant_probe.py).
-        if HAS_PARTIAL:
-            flags = tl.load(flag_row + entry).to(tl.int32)
-            if (flags != 0) | (start_n + BLOCK_N > v_end):
-                qk = _masked_scores(qk, start_n, flags, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3, BLOCK_N)
+        if PARTIAL_DIMS != 0:
+            is_partial = tl.load(flag_row + entry).to(tl.int32)
+            if (is_partial != 0) | (start_n + BLOCK_N > v_end):
+                qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
+                                    BLOCK_M, BLOCK_N, PARTIAL_DIMS, HAS_KV_LEN or VIDEO_RAGGED)
         elif start_n + BLOCK_N > v_end:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             qk = tl.where(offs_n[None, :] < v_end, qk, float("-inf"))
@@ -445,7 +452,7 @@ def _prune_configs(configs, named_args, **kwargs):
 
 _block_sparse_fwd_tuned = triton.autotune(
     configs=AUTOTUNE_CONFIGS,
-    key=["HEAD_DIM", "LAYOUT_BLOCK", "SEQ_BUCKET", "HAS_PARTIAL", "HAS_KV_LEN", "MODE", "VIDEO_RAGGED", "HAS_TEXT", "TEXT_TMA"],
+    key=["HEAD_DIM", "LAYOUT_BLOCK", "SEQ_BUCKET", "PARTIAL_DIMS", "HAS_KV_LEN", "MODE", "VIDEO_RAGGED", "HAS_TEXT", "TEXT_TMA"],
     prune_configs_by={"early_config_prune": _prune_configs},
 )(_block_sparse_fwd)
 
@@ -530,7 +537,7 @@ def block_sparse_attention_fwd(
     scale: float | None,
     block_size: int,
     *,
-    has_partial: bool = True,
+    has_partial: bool | int = True,
     config: dict | None = None,
     use_tma: bool | None = None,
 ) -> torch.Tensor:
@@ -541,7 +548,8 @@ def block_sparse_attention_fwd(
     block: tokens N..L-1 are then treated as absent (keys masked, query rows not computed), which
     spares the caller from padding raster-order sequences.
 
-    has_partial=False skips the per-block partial-flag test (for layouts with no partial block).
+    has_partial: which coordinates partial blocks test, the layout's ``partial_dims`` (an int bit
+    set; True: all four, False: no partial block, which skips the per-block flag test).
     config: {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"} to bypass the autotuner.
     """
     B, N, H, D = q.shape
@@ -569,7 +577,7 @@ def block_sparse_attention_placed(
     video_blocks: int,
     box: tuple | None,
     text: tuple | None,
-    has_partial: bool,
+    has_partial: bool | int,
     config: dict | None = None,
 ) -> None:
     """Launcher on tensors in the model's token order, written into ``out`` in place.
@@ -585,6 +593,16 @@ def block_sparse_attention_placed(
     _check_head_dim(q.shape[-1])
     _launch(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start, video_len=video_len,
             video_blocks=video_blocks, box=box, text=text, has_partial=has_partial, config=config, use_tma=None)
+
+
+def _partial_dims(has_partial: bool | int) -> int:
+    """The kernel's PARTIAL_DIMS from a launcher's ``has_partial``: True tests every coordinate,
+    False none, an int names them (a layout's ``partial_dims``)."""
+    if isinstance(has_partial, bool):
+        return PARTIAL_ALL if has_partial else 0
+    if not 0 <= int(has_partial) <= PARTIAL_ALL:
+        raise ValueError(f"has_partial must be a bool or a coordinate bit set in 0..{PARTIAL_ALL}, got {has_partial}")
+    return int(has_partial)
 
 
 def _check_head_dim(D: int) -> None:
@@ -644,7 +662,7 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
     )
     span = video_blocks * block_size
     flags = dict(
-        HEAD_DIM=D, LAYOUT_BLOCK=block_size, HAS_PARTIAL=bool(has_partial), HAS_KV_LEN=has_kv_len, MODE=mode,
+        HEAD_DIM=D, LAYOUT_BLOCK=block_size, PARTIAL_DIMS=_partial_dims(has_partial), HAS_KV_LEN=has_kv_len, MODE=mode,
         VIDEO_RAGGED=video_ragged, VIDEO_CLIP=mode == 0 and video_start + span > S, VIDEO_STORE_MASKED=video_ragged,
         HAS_TEXT=has_text, TEXT_TMA=text_tma, TEXT_CLIP=has_text and not text_tma and text_row0 + (M - video_blocks) * block_size > qt.shape[1],
         **tile_kw,

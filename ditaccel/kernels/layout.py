@@ -50,6 +50,13 @@ class BlockLayout:
     # int32 [G, num_q_blocks]: how many of each row's entries are video blocks (they come first);
     # None without text blocks (then all of them)
     kv_counts_video: torch.Tensor | None = field(default=None, repr=False)
+    # OR of all partial flags: the coordinates the kernel tests in partial blocks (0: none)
+    partial_dims: int = field(init=False, repr=False, default=0)
+
+    def __post_init__(self) -> None:
+        flags = self.kv_partial.to(torch.int32)
+        dims = sum(1 << c for c in range(4) if bool(((flags >> c) & 1).any())) if flags.numel() else 0
+        object.__setattr__(self, "partial_dims", dims)
 
     @property
     def num_blocks(self) -> int:
@@ -61,7 +68,7 @@ class BlockLayout:
 
     @property
     def has_partial(self) -> bool:
-        return bool(self.kv_partial.any())
+        return self.partial_dims != 0
 
     def block_density(self) -> float:
         """Computed block pairs / all block pairs (video and text blocks together)."""

@@ -36,17 +36,17 @@ def block_sparse_attention_op(
     kv_len: torch.Tensor | None,
     scale: float | None,
     block_size: int,
-    has_partial: bool,
+    partial_dims: int,
 ) -> torch.Tensor:
     """Block-sparse attention of [B, N, H, D] q, k, v over a LUT; returns a new contiguous
     [B, N, H, D] tensor."""
     return block_sparse_attention_fwd(
-        q, k, v, kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len, scale, block_size, has_partial=has_partial
+        q, k, v, kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len, scale, block_size, has_partial=partial_dims
     )
 
 
 @block_sparse_attention_op.register_fake
-def _(q, k, v, kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len, scale, block_size, has_partial):
+def _(q, k, v, kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len, scale, block_size, partial_dims):
     return q.new_empty(q.shape)
 
 
@@ -68,7 +68,7 @@ def model_order_attention_op(
     raster_to_canon: torch.Tensor | None,
     scale: float,
     block_size: int,
-    has_partial: bool,
+    partial_dims: int,
     grid: list[int],
     tile: list[int],
     video_start: int,
@@ -94,7 +94,7 @@ def model_order_attention_op(
 
     def run(path: str) -> torch.Tensor:
         out = torch.empty((B, S, H, D), dtype=q.dtype, device=q.device)
-        common = dict(video_blocks=video_blocks, has_partial=has_partial)
+        common = dict(video_blocks=video_blocks, has_partial=partial_dims)
         text = text_index = None
         if text_len:
             if text_order is None:
@@ -132,7 +132,7 @@ def model_order_attention_op(
             rows_lut = (kv_counts, kv_counts, *lut[2:])
             block_sparse_attention_placed(qc, kc, vc, oc, rows_lut, kv_len, scale, block_size, video_start=0,
                                           video_len=qc.shape[1], video_blocks=kv_counts.shape[-1], box=None, text=None,
-                                          has_partial=has_partial)
+                                          has_partial=partial_dims)
             out[:, video] = _gather(oc[:, :canon_len], raster_to_canon)
             if text:
                 text[3][:, text[4] : text[4] + text_len] = oc[:, canon_len:]
@@ -182,7 +182,7 @@ def _faster(run, paths: tuple[str, ...], reps: int = 3) -> str:
 
 @model_order_attention_op.register_fake
 def _(q, k, v, kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len, text_order,
-      canon_to_raster, raster_to_canon, scale, block_size, has_partial, grid, tile, video_start, video_blocks,
+      canon_to_raster, raster_to_canon, scale, block_size, partial_dims, grid, tile, video_start, video_blocks,
       text_start, text_len):
     return torch.empty(q.shape, dtype=q.dtype, device=q.device)
 
@@ -196,21 +196,21 @@ def _gather(x: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = Non
     return y if out is None else out.copy_(y)
 
 
-# Layouts are built once per grid; keep one copy per device and remember whether any block is
-# partial (asking the GPU tensor every call would synchronise the stream).
+# Layouts are built once per grid; keep one copy per device.
 _device_layouts: "weakref.WeakKeyDictionary[BlockLayout, dict]" = weakref.WeakKeyDictionary()
 
 
-def _prepared(layout: BlockLayout, device: torch.device) -> tuple[BlockLayout, bool]:
+def _prepared(layout: BlockLayout, device: torch.device) -> tuple[BlockLayout, int]:
+    """The layout on ``device`` and the coordinates its partial blocks test (``partial_dims``, kept
+    on the layout as a Python int: asking the GPU tensor every call would synchronise the stream)."""
     if torch.compiler.is_compiling():
         # Traced: no Python-side caches. Processors hand in layouts already on the device.
-        return layout.to(device) if layout.kv_counts.device != device else layout, True
+        return layout.to(device) if layout.kv_counts.device != device else layout, layout.partial_dims
     entry = _device_layouts.setdefault(layout, {})
     key = str(device)
     if key not in entry:
-        on_dev = layout if layout.kv_counts.device == device else layout.to(device)
-        entry[key] = (on_dev, bool(layout.kv_partial.any()))
-    return entry[key]
+        entry[key] = layout if layout.kv_counts.device == device else layout.to(device)
+    return entry[key], layout.partial_dims
 
 
 def triton_block_sparse_attention(
@@ -228,12 +228,12 @@ def triton_block_sparse_attention(
     D = q.shape[-1]
     scale = D**-0.5 if scale is None else scale
     q, k, v = _pad_head_dim(q, k, v)
-    lay, has_partial = _prepared(layout, q.device)
+    lay, partial_dims = _prepared(layout, q.device)
     if kv_len is not None:
         kv_len = kv_len.to(device=q.device, dtype=torch.int32)
     out = block_sparse_attention_op(
         q, k, v, lay.kv_counts, lay.kv_indices, lay.kv_partial, lay.q_lo, lay.q_hi, lay.k_coord,
-        kv_len, float(scale), lay.block_size, has_partial,
+        kv_len, float(scale), lay.block_size, partial_dims,
     )
     return out[..., :D]
 
@@ -269,7 +269,7 @@ def triton_model_order_attention(
     D = q.shape[-1]
     scale = D**-0.5 if scale is None else scale
     q, k, v = _pad_head_dim(q, k, v)
-    lay, has_partial = _prepared(layout, q.device)
+    lay, partial_dims = _prepared(layout, q.device)
     tiling = lay.tiling
     tiled = not tiling.is_identity and tiling.tile is not None and not video_tiled
     boxable = tiled and tiling.dilation == (1, 1, 1)
@@ -280,7 +280,7 @@ def triton_model_order_attention(
         q, k, v, lay.kv_counts, counts_video, lay.kv_indices, lay.kv_partial, lay.q_lo, lay.q_hi, lay.k_coord,
         None if kv_len is None else kv_len.to(device=q.device, dtype=torch.int32),
         None if text_order is None else text_order.to(q.device),
-        c2r, r2c, float(scale), lay.block_size, has_partial, list(tiling.grid),
+        c2r, r2c, float(scale), lay.block_size, partial_dims, list(tiling.grid),
         list(tiling.tile) if boxable else [], video_start, lay.num_blocks - lay.num_text_blocks, text_start, text_len,
     )
     return out[..., :D]
