@@ -224,6 +224,7 @@ def _block_sparse_fwd(
     BLOCK_N: tl.constexpr,
     NUM_STAGES: tl.constexpr,
     PARTIAL_DIMS: tl.constexpr,  # coordinates partial blocks test (bit c: coordinate c); 0: no partial block
+    VIDEO_CAN_CROSS: tl.constexpr,  # can a video key block cross the key end (ragged video, or kv_len inside it)?
     HAS_KV_LEN: tl.constexpr,
     MODE: tl.constexpr,  # 0 rows through pointers, 1 rows through descriptors, 2 grid boxes in place
     VIDEO_RAGGED: tl.constexpr,  # rows mode: video_len < video_blocks * LAYOUT_BLOCK (absent tail)
@@ -311,7 +312,7 @@ def _block_sparse_fwd(
             is_partial = tl.load(flag_row + entry).to(tl.int32)
             if (is_partial != 0) | (start_n + BLOCK_N > v_end):
                 qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
-                                    BLOCK_M, BLOCK_N, PARTIAL_DIMS, HAS_KV_LEN or VIDEO_RAGGED)
+                                    BLOCK_M, BLOCK_N, PARTIAL_DIMS, VIDEO_CAN_CROSS)
         elif start_n + BLOCK_N > v_end:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             qk = tl.where(offs_n[None, :] < v_end, qk, float("-inf"))
@@ -579,6 +580,7 @@ def block_sparse_attention_placed(
     text: tuple | None,
     has_partial: bool | int,
     config: dict | None = None,
+    kv_len_covers_video: bool = False,
 ) -> None:
     """Launcher on tensors in the model's token order, written into ``out`` in place.
 
@@ -589,10 +591,13 @@ def block_sparse_attention_placed(
     raster tokens are k[:, video_start : video_start + prod(grid)] in place (5-D tensor descriptors),
     all queries from q_canonical ([B, layout length, H, D]: canonical video, then the text), and
     writes the output rows back to their raster places in ``out``. Text:
-    ``(qt, kt, vt, ot, row0, length)``, canonical text position p being row row0 + p."""
+    ``(qt, kt, vt, ot, row0, length)``, canonical text position p being row row0 + p.
+    ``kv_len_covers_video``: the caller promises kv_len >= the video's canonical length (kv_len
+    only cuts text padding), so video blocks skip the key-end test."""
     _check_head_dim(q.shape[-1])
     _launch(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start, video_len=video_len,
-            video_blocks=video_blocks, box=box, text=text, has_partial=has_partial, config=config, use_tma=None)
+            video_blocks=video_blocks, box=box, text=text, has_partial=has_partial, config=config, use_tma=None,
+            kv_len_covers_video=kv_len_covers_video)
 
 
 def _partial_dims(has_partial: bool | int) -> int:
@@ -611,7 +616,7 @@ def _check_head_dim(D: int) -> None:
 
 
 def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_len, video_blocks, box, text,
-            has_partial, config, use_tma) -> None:
+            has_partial, config, use_tma, kv_len_covers_video=False) -> None:
     B, S, H, D = q.shape
     kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord = (x.contiguous() for x in lut)
     G, M = kv_counts.shape
@@ -662,7 +667,8 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
     )
     span = video_blocks * block_size
     flags = dict(
-        HEAD_DIM=D, LAYOUT_BLOCK=block_size, PARTIAL_DIMS=_partial_dims(has_partial), HAS_KV_LEN=has_kv_len, MODE=mode,
+        HEAD_DIM=D, LAYOUT_BLOCK=block_size, PARTIAL_DIMS=_partial_dims(has_partial),
+        VIDEO_CAN_CROSS=bool(video_ragged or (has_kv_len and not kv_len_covers_video)), HAS_KV_LEN=has_kv_len, MODE=mode,
         VIDEO_RAGGED=video_ragged, VIDEO_CLIP=mode == 0 and video_start + span > S, VIDEO_STORE_MASKED=video_ragged,
         HAS_TEXT=has_text, TEXT_TMA=text_tma, TEXT_CLIP=has_text and not text_tma and text_row0 + (M - video_blocks) * block_size > qt.shape[1],
         **tile_kw,

@@ -179,8 +179,6 @@ def layout_from_boxes(
     lo, hi = q_lo.long().to(device), q_hi.long().to(device)
     nb = tiling.num_blocks
     pad_key = (kc[:, 0] == PAD_COORD).view(nb, bs)  # padding tokens (as keys, and as queries)
-    bits = _partial_bits(kc.view(nb, bs, 4), lo.view(nb, bs, 4), hi.view(nb, bs, 4), pad_key)
-    whole = bits == 0
     # Candidates (necessary condition per dimension), then an exact check on each candidate.
     big = torch.iinfo(torch.int64).max
     kb = kc.view(nb, bs, 4)
@@ -190,6 +188,8 @@ def layout_from_boxes(
     hi_max = hi.view(nb, bs, 4).amax(1)
     cand = ((lo_min[:, None, :] <= kmax[None]) & (kmin[None] <= hi_max[:, None, :])).all(-1)
     cand &= ~pad_key.all(-1)[None, :]
+    bits = _partial_bits(kb, lo.view(nb, bs, 4), hi.view(nb, bs, 4), pad_key, cand)
+    whole = bits == 0
     if separable:
         check = torch.zeros_like(cand)
         block_mask = cand.clone()
@@ -209,7 +209,7 @@ def layout_from_boxes(
     return BlockLayout(bs, tiling.canon_len, counts, indices, flags, q_lo.int().cpu(), q_hi.int().cpu(), tiling.coords.clone(), tiling)
 
 
-def _partial_bits(kb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+def _partial_bits(kb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, pad: torch.Tensor, computed: torch.Tensor) -> torch.Tensor:
     """int8 [nb, nb]: the coordinates the kernel must test for each (query block, key block) pair
     (kb, lo, hi: [nb, bs, 4] key coordinates and query boxes per block; pad: [nb, bs] padding).
 
@@ -217,8 +217,10 @@ def _partial_bits(kb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, pad: tor
     largest lower edge > the smallest key coordinate, or the largest key > the smallest upper edge.
     Padding needs one tested coordinate more at most: a padding query's box is empty in every
     coordinate, so any tested one rejects it; a padding key (-1 everywhere) fails any coordinate
-    whose lower edges are all >= 0. Where a pair with padding tests no such coordinate yet, the
-    lowest one is added (all four if no coordinate qualifies)."""
+    whose lower edges are all >= 0. Where a pair with padding tests no such coordinate yet, one is
+    added, preferably one that the real pairs of ``computed`` (bool [nb, nb], the candidate pairs)
+    already need somewhere: the kernel's tests are per layout, so padding then costs nothing extra
+    (all four if no coordinate qualifies)."""
     big = torch.iinfo(torch.int64).max
     kmin = torch.where(pad[..., None], big, kb).amin(1)  # [nb, 4] over real keys
     kmax = torch.where(pad[..., None], -big, kb).amax(1)
@@ -230,7 +232,10 @@ def _partial_bits(kb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, pad: tor
     bits = (fails.long() * weights).sum(-1)
     rejects_pad = (lo_min >= 0).long() * weights  # [nb, 4]: coordinates that reject a padding key
     ok = rejects_pad.sum(-1)[:, None].expand(-1, kb.shape[0])  # per query block
-    lowest = ok & -ok  # lowest set bit (0 where no coordinate qualifies)
+    used = torch.where(computed, bits, 0)
+    used = sum(1 << c for c in range(4) if bool(((used >> c) & 1).any()))
+    preferred = torch.where((ok & used) != 0, ok & used, ok)
+    lowest = preferred & -preferred  # lowest set bit (0 where no coordinate qualifies)
     has_pad = pad.any(-1)
     needs = (has_pad[:, None] | has_pad[None, :]) & ((bits & ok) == 0)
     bits = torch.where(needs, torch.where(lowest > 0, bits | lowest, PARTIAL_ALL), bits)
@@ -262,7 +267,9 @@ def with_text(layout: BlockLayout, text_len: int) -> BlockLayout:
     counts = layout.kv_counts + nt
     # Text rows: every block; video blocks that contain padding need the (full) box mask.
     all_idx = torch.arange(nv + nt, dtype=torch.int32, device=dev)
-    pad_vid = ((layout.k_coord[:, 0] == PAD_COORD).view(nv, bs).any(-1).to(torch.int8) * FULL_BOX_PADDING).to(dev)
+    # Text rows' boxes are full, so any coordinate rejects padding keys: one the video rows test already.
+    pad_bit = (layout.partial_dims & -layout.partial_dims) or FULL_BOX_PADDING
+    pad_vid = ((layout.k_coord[:, 0] == PAD_COORD).view(nv, bs).any(-1).to(torch.int8) * pad_bit).to(dev)
     text_flags = torch.cat([pad_vid, torch.zeros(nt, dtype=torch.int8, device=dev)])
     width = max(W + nt, nv + nt)
     out_idx = torch.full((G, M + nt, width), -1, dtype=torch.int32, device=dev)

@@ -94,7 +94,7 @@ def model_order_attention_op(
 
     def run(path: str) -> torch.Tensor:
         out = torch.empty((B, S, H, D), dtype=q.dtype, device=q.device)
-        common = dict(video_blocks=video_blocks, has_partial=partial_dims)
+        common = dict(video_blocks=video_blocks, has_partial=partial_dims, kv_len_covers_video=True)  # kv_len = video + valid text
         text = text_index = None
         if text_len:
             if text_order is None:
@@ -132,7 +132,7 @@ def model_order_attention_op(
             rows_lut = (kv_counts, kv_counts, *lut[2:])
             block_sparse_attention_placed(qc, kc, vc, oc, rows_lut, kv_len, scale, block_size, video_start=0,
                                           video_len=qc.shape[1], video_blocks=kv_counts.shape[-1], box=None, text=None,
-                                          has_partial=partial_dims)
+                                          has_partial=partial_dims, kv_len_covers_video=True)
             out[:, video] = _gather(oc[:, :canon_len], raster_to_canon)
             if text:
                 text[3][:, text[4] : text[4] + text_len] = oc[:, canon_len:]
