@@ -181,6 +181,29 @@ def test_flux_reference_image_tokens_are_rejected():
             case.pipe.transformer(**inputs)
 
 
+def test_flux_ids_are_checked_once_and_again_after_an_in_place_change():
+    # A pipeline passes the same img_ids every step: the host-side raster check runs once per tensor
+    # (it reads the ids back, a device sync), and again when the tensor changes in place.
+    case, _ = case_and_baseline("flux")
+    inputs = case.transformer_inputs((1, 6, 8))
+    handle = ditaccel.patch(case.pipe.transformer, FULL_WINDOW, schedule=ALL_SPARSE)
+    try:
+        adapter = handle.states[0].adapter
+        checks = []
+        original = adapter._grid_of
+        adapter._grid_of = lambda ids: checks.append(1) or original(ids)
+        with torch.no_grad():
+            case.pipe.transformer(**inputs)
+            case.pipe.transformer(**inputs)
+            assert len(checks) == 1
+            inputs["img_ids"][:, 0] = 1  # in place: now reference-image ids, which the check rejects
+            with pytest.raises(ValueError, match="grid does not match the sequence"):
+                case.pipe.transformer(**inputs)
+            assert len(checks) == 2
+    finally:
+        ditaccel.unpatch(case.pipe.transformer)
+
+
 def test_ltx_without_grid_arguments_is_rejected():
     case, _ = case_and_baseline("ltx")
     inputs = case.transformer_inputs((2, 4, 4))

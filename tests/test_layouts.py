@@ -75,6 +75,37 @@ def test_perfectly_block_sparse_neighborhood_has_no_partial_blocks():
     assert 0 < layout.block_density() < 0.5
 
 
+@pytest.mark.parametrize("grid", [(8, 32, 32), (16, 16, 16), (4, 16, 48), (1, 32, 32)])
+@pytest.mark.parametrize("window", [(0.375, 0.75, 0.75), (0.5, 0.5, 0.5), (1.0, 0.25, 1.0)])
+def test_tile_stride_makes_fractional_windows_whole_blocks(grid, window):
+    # stride="tile": one window per query tile, fractional windows rounded to an odd number of
+    # tiles (or the whole dimension), so on grids the tile divides no block pair is partial; the
+    # layout is the explicit config's and attends exactly the definition's keys.
+    method = Neighborhood(window=window, stride="tile", block_size=64)
+    tile, resolved = method.choose_tile(grid), method.resolve_window(grid)
+    assert all(g % t == 0 for g, t in zip(grid, tile))
+    for d in range(3):
+        fraction_tokens = max(1, round(window[d] * grid[d]))
+        whole = [n * tile[d] for n in range(1, grid[d] // tile[d] + 1, 2)] + [grid[d]]
+        assert resolved[d] in whole
+        assert abs(resolved[d] - fraction_tokens) == min(abs(c - fraction_tokens) for c in whole)
+    stride = method.resolve_stride(grid)
+    assert stride == tuple(min(t, w) for t, w in zip(tile, resolved))
+    layout = method.build_layout(grid)
+    assert not layout.has_partial
+    explicit = Neighborhood(window=resolved, stride=stride, tile=tile, block_size=64).build_layout(grid)
+    assert torch.equal(layout.kv_indices, explicit.kv_indices) and torch.equal(layout.kv_counts, explicit.kv_counts)
+    q, k, v = random_qkv(1, math.prod(grid), seed=1)
+    out = SparseAttention(method, backend="reference")(q, k, v, grid)
+    expected = sdpa_with_mask(q, k, v, torch.from_numpy(neighborhood_mask(grid, resolved, stride)))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_tile_stride_rejects_other_strings():
+    with pytest.raises(ValueError, match="stride.*tile"):
+        Neighborhood(window=(0.5, 0.5, 0.5), stride="tiles")
+
+
 @pytest.mark.parametrize("grid,window,stride,dilation,causal,tile", [
     *(case + (None,) for case in NEIGHBORHOOD_CASES),
     ((4, 32, 32), (3, 20, 20), (1, 1, 1), (1, 1, 1), (False, False, False), (1, 8, 8)),  # stride 1, no padding

@@ -10,6 +10,10 @@ attends a key when the key lies in the query's window in every dimension.
   min(floor(x/s)*s + floor(s/2), L-1); window start = clamp(leader - left, 0, L - w), so every
   query sees exactly w keys (windows shift inward at the borders). s = 1 is sliding-window NA,
   s = w blocked (Swin-like) attention.
+- stride="tile": the queries of one token tile share a window (s = the tile), and windows given
+  as fractions round to an odd number of tiles (or the whole dimension): then a window starts on
+  a tile boundary, every block pair is whole on grids the tile divides, and the kernel runs at its
+  whole-block rate (GNA's "perfectly block-sparse" recipe; the presets use it).
 - Causal: leader = min(floor(x/s)*s + s - 1, L-1); keys y <= x with leader - y < w.
 
 Each query's window is a box over the canonical coordinates (group, t, h, w), which is exactly
@@ -42,7 +46,9 @@ class Neighborhood:
         stride: queries per dimension that share one window (1 = sliding window, = window:
             blocked attention). Must be <= window; where the window is a fraction of the grid,
             the stride is capped at the window it resolves to (a preset's stride 2 on a one-frame
-            image is stride 1 in time).
+            image is stride 1 in time). ``"tile"``: the stride is the token tile, and fractional
+            windows round to the nearest odd number of tiles (at least one, at most the whole
+            dimension), so windows are whole blocks.
         dilation: interleaved groups per dimension; window * dilation must be <= grid size.
         causal: per-dimension causality (keys at or before the query only).
         tile: token tile (t, h, w) holding block_size tokens; None picks one that divides the
@@ -51,7 +57,7 @@ class Neighborhood:
     """
 
     window: tuple[float, float, float] = (3, 7, 7)
-    stride: Triple = (1, 1, 1)
+    stride: Triple | str = (1, 1, 1)
     dilation: Triple = (1, 1, 1)
     causal: tuple[bool, bool, bool] = (False, False, False)
     tile: Triple | None = None
@@ -59,7 +65,11 @@ class Neighborhood:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", checks.triple("window", self.window, allow_fraction=True))
-        object.__setattr__(self, "stride", checks.triple("stride", self.stride))
+        if isinstance(self.stride, str):
+            if self.stride != "tile":
+                raise ValueError(f"stride must be a tuple of 3 ints (t, h, w), an int, or \"tile\", got {self.stride!r}")
+        else:
+            object.__setattr__(self, "stride", checks.triple("stride", self.stride))
         object.__setattr__(self, "dilation", checks.triple("dilation", self.dilation))
         object.__setattr__(self, "causal", checks.bool_triple("causal", self.causal))
         checks.block_size(self.block_size)
@@ -69,7 +79,7 @@ class Neighborhood:
                 raise ValueError(f"tile={self.tile} must hold block_size={self.block_size} tokens (t*h*w == block_size)")
         for d in range(3):
             w = self.window[d]
-            if isinstance(w, int) and self.stride[d] > w:
+            if isinstance(w, int) and self.stride != "tile" and self.stride[d] > w:
                 raise ValueError(f"stride={self.stride} must be <= window={self.window} in every dimension (dimension {d})")
 
     name = "neighborhood"
@@ -79,25 +89,34 @@ class Neighborhood:
         window = tuple(
             max(1, round(w * grid[d])) if isinstance(w, float) else int(w) for d, w in enumerate(self.window)
         )
+        if self.stride == "tile":
+            tile = self.choose_tile(grid)
+            window = tuple(whole_tiles(w, tile[d], grid[d] // self.dilation[d]) if isinstance(self.window[d], float) else w
+                           for d, w in enumerate(window))
         for d in range(3):
             if window[d] * self.dilation[d] > grid[d]:
                 raise ValueError(
                     f"window*dilation must be <= the grid size in every dimension: window={window}, "
                     f"dilation={self.dilation}, grid (T', H', W')={tuple(grid)} (dimension {d})"
                 )
-            if self.stride[d] > window[d] and not isinstance(self.window[d], float):
+            if self.stride != "tile" and self.stride[d] > window[d] and not isinstance(self.window[d], float):
                 raise ValueError(f"stride={self.stride} must be <= window={window} (dimension {d})")
         return window
 
     def resolve_stride(self, grid: Grid) -> Triple:
-        """The stride on ``grid``: capped at the window where the window is a fraction."""
+        """The stride on ``grid``: capped at the window where the window is a fraction (the
+        tile, capped at the window, for stride="tile")."""
         window = self.resolve_window(grid)
+        if self.stride == "tile":
+            return tuple(min(t, w) for t, w in zip(self.choose_tile(grid), window))
         return tuple(min(s, w) if isinstance(f, float) else s for s, w, f in zip(self.stride, window, self.window))
 
     def choose_tile(self, grid: Grid) -> Triple:
         if self.tile is not None:
             return self.tile
         sub = tuple(-(-grid[d] // self.dilation[d]) for d in range(3))
+        if self.stride == "tile":  # the tile sets the stride: the least padding, then cube-like
+            return default_tile(sub, self.block_size)
         return default_tile(sub, self.block_size, align=self.resolve_stride(grid))
 
     def build_layout(self, grid: Grid, device: torch.device | str | None = None) -> BlockLayout:
@@ -106,6 +125,14 @@ class Neighborhood:
         q_lo, q_hi = neighborhood_boxes(tiling, window, self.resolve_stride(grid), self.causal)
         # Windows slide monotonically with stride <= window: the per-dimension block test is exact.
         return layout_from_boxes(q_lo, q_hi, tiling, device=device, separable=True)
+
+
+def whole_tiles(window: int, tile: int, length: int) -> int:
+    """The window nearest ``window`` that starts and ends on tile boundaries when its stride is the
+    tile: an odd number of tiles (the leader sits mid-tile, the window's left half is then whole
+    tiles), or the whole ``length``. Ties go to the larger window."""
+    candidates = [n * tile for n in range(1, length // tile + 1, 2)] + [length]
+    return min(candidates, key=lambda c: (abs(c - window), -c))
 
 
 def window_bounds(x: torch.Tensor, length: torch.Tensor, window: int, stride: int, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
