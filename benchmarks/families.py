@@ -8,7 +8,7 @@ layout, each as patch() runs them by default (the cost model decides dense or sp
 first forward calibrates, outside the timing) and with force_sparse=True (the sparse path whatever
 it costs). Records: forward_ms (CUDA events after a warm-up, median), ratio_vs_dense,
 what ran (the cost model's decision), block density. Each record's dense_ms is timed right before
-its patched forward (median of at least --reps forwards, more for short ones). The target: the
+its variant's patched forwards (median of at least --reps forwards, more for short ones). The target: the
 default patch at >= 0.98x of dense everywhere.
 
 Usage: python benchmarks/families.py --out DIR [--families wan,hunyuan_video,...] [--layers 2]
@@ -201,10 +201,10 @@ def main() -> None:
                             text_tokens=text_len, heads=model.config.num_attention_heads,
                             head_dim=model.config.attention_head_dim)
                 for name, method in variants.items():
+                    # Dense again right before each variant's timings: the GPU's clocks drift over a
+                    # run, and a few-layer forward's ratio is a few percent.
+                    dense_ms = timed(model, kwargs, args.reps, cuda)
                     for force in (False, True):
-                        # Dense again right before each patched timing: the GPU's clocks drift over a
-                        # run, and a few-layer forward's ratio is a few percent.
-                        dense_ms = timed(model, kwargs, args.reps, cuda)
                         record = dict(base, variant=name, force_sparse=force, dense_ms=dense_ms)
                         try:
                             with ditaccel.patch(model, method, schedule=ditaccel.Schedule(), force_sparse=force,

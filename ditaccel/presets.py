@@ -22,15 +22,18 @@ _RADIAL = {
     "default": (Radial(decay=1.0, sink=False), Schedule(dense_steps=WARMUP, dense_layers=1)),
 }
 _NEIGHBORHOOD = {
-    # 3/8 of the frames and 3/4 of each frame's height and width, one window per 2 x 2 x 2 query
-    # group: fits any resolution. Chosen with `ditaccel eval` on the built-in model
-    # (benchmarks/results/eval_tiny_video, H200, 30 held-out prompts x 2 seeds), the Pareto point
-    # below the earlier preset's compute: 25.1 dB PSNR against dense where the earlier half-of-every-
-    # dimension window (0.5, 0.5, 0.5), stride 1, scored 20.8 dB and moved the object the prompted
-    # way in 57% of clips (dense 90%, this 90%), at less attention compute on that model (0.576 vs
-    # 0.634 of dense). Spatial reach matters far more than temporal reach there. On large grids its
-    # token density is 0.21 (the earlier window's 0.125): per-family windows are issue 15's work.
-    "default": (Neighborhood(window=(0.375, 0.75, 0.75), stride=2), Schedule(dense_steps=WARMUP, dense_layers=1)),
+    # 3/8 of the frames and 3/4 of each frame's height and width (the reach chosen with `ditaccel eval`
+    # on the built-in model: spatial reach matters far more than temporal reach there), one window per
+    # query tile (stride="tile"), rounded to whole tiles so every block pair is whole: the kernel runs
+    # at its whole-block rate. Chosen per family from benchmarks/results/neighborhood_presets_h200.json
+    # (the candidates' attention calls at each family's real shapes, H200): it is the fastest
+    # candidate at this reach on every video family measured, 1.4-3.2x dense SDPA per call where the
+    # earlier stride-2 windows ran 0.94-1.8x (their windows cut most blocks: every block partial).
+    # Quality on the built-in model (benchmarks/results/eval_tiny_video_neighborhood, H200, 30
+    # held-out prompts x 2 seeds): 23.9 dB PSNR against dense at 0.51 of dense compute, where the
+    # stride-2 window scored 25.1 dB at 0.58 (on that 16^3 grid the (4, 4, 8) tile rounds the window
+    # to (4, 12, 16) tokens; on Wan 720p it is (9, 40, 48), stride (1, 8, 16)).
+    "default": (Neighborhood(window=(0.375, 0.75, 0.75), stride="tile"), Schedule(dense_steps=WARMUP, dense_layers=1)),
 }
 # Piecewise (PISA): density 0.15 in blocks of 64 (the paper's setting). PISA published only a
 # FLUX script (first 4 attention layers dense, no dense steps); its Wan and HunyuanVideo

@@ -145,6 +145,18 @@ def test_a_failing_method_is_recorded_and_the_others_go_on(tmp_path):
     assert "Failed runs" in (tmp_path / "report.md").read_text()
 
 
+def test_eval_scores_the_sparse_method_even_where_the_cost_model_would_run_dense(tmp_path, monkeypatch):
+    # On a GPU the cost model runs small shapes dense; the study must score the method itself.
+    calls = []
+    real = ditaccel.patch
+    monkeypatch.setattr(ditaccel, "patch", lambda *args, **kwargs: calls.append(kwargs) or real(*args, **kwargs))
+    assert cli_main(["eval", "--methods", "radial", "--out", str(tmp_path), "--no-floor", "--no-profile", *SMALL]) == 0
+    assert calls and all(c.get("force_sparse") is True for c in calls)
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert all(r["compute_fraction"] < 1.0 for r in runs if r["method"] == "radial")
+    assert "force_sparse=True" in (tmp_path / "report.md").read_text()
+
+
 # -- a user's own pipeline directory ----------------------------------------------------------------
 def test_eval_on_a_saved_diffusers_pipeline_with_prompt_embeddings(tmp_path):
     from safetensors.torch import save_file

@@ -224,6 +224,7 @@ def write_markdown(data: dict, table: dict, path: Path) -> Path:
         f"batch {s['batch_size']}" + (f", {s['frames']} frames" if s.get("frames") else "")
         + (f", {s['height']}x{s['width']}" if s.get("height") else "") + ".",
         f"Reference: dense attention ({data['methods'].get('dense', {}).get('backend')}), same seed and scheduler. "
+        "Methods run sparse on every shape (force_sparse=True), also where patch()'s cost model would run dense. "
         f"Noise floor: {data['methods'].get('noise floor', {}).get('what', 'not measured')}. "
         f"Frames scored {s['frames_scored']}.",
         "",
