@@ -7,8 +7,9 @@ resolution) one forward, in one run: dense; the radial and neighborhood presets 
 layout, each as patch() runs them by default (the cost model decides dense or sparse per shape, the
 first forward calibrates, outside the timing) and with force_sparse=True (the sparse path whatever
 it costs). Records: forward_ms (CUDA events after a warm-up, median), ratio_vs_dense,
-what ran (the cost model's decision), block density. Each record's dense_ms is timed right before
-its variant's patched forwards (median of at least --reps forwards, more for short ones). The target: the
+what ran (the cost model's decision), block density. Each record's dense_ms comes from an
+unpatched copy of the model whose forwards alternate with the patched model's (medians of at least
+--reps forwards each, more for short ones), so both see the same GPU clocks. The target: the
 default patch at >= 0.98x of dense everywhere.
 
 Usage: python benchmarks/families.py --out DIR [--families wan,hunyuan_video,...] [--layers 2]
@@ -19,6 +20,7 @@ Writes DIR/families_<gpu>.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -127,29 +129,31 @@ def inputs(family: str, model, grid, text_len: int, device, dtype, smoke: bool) 
                 txt_ids=torch.zeros(text_len, 3, device=device, dtype=dtype), guidance=torch.tensor([3.5], device=device))
 
 
-def timed(model, kwargs, reps: int, cuda: bool, min_total_ms: float = 400.0) -> float:
-    """Median forward time (ms) after one untimed forward (calibration and compilation happen there):
-    at least ``reps`` forwards, more for short forwards (until about ``min_total_ms`` of them, at
-    most 25), so a 10 ms forward is not judged on three samples."""
-    times = []
+def timed_pair(dense, patched, kwargs, reps: int, cuda: bool, min_total_ms: float = 400.0) -> tuple[float, float]:
+    """Median forward times (ms) of two models, their forwards alternating (one untimed forward each
+    first: calibration and compilation happen there), so both see the same GPU clocks: at least
+    ``reps`` pairs, more for short forwards (until about ``min_total_ms`` of them, at most 25), so a
+    10 ms forward is not judged on three samples."""
+    times: dict[int, list[float]] = {0: [], 1: []}
     with torch.no_grad():
         i = 0
-        while i <= reps or (i <= 25 and sum(times) < min_total_ms):
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-            t0 = time.perf_counter()
-            model(**kwargs, return_dict=False)
-            if cuda:
-                end.record()
-                end.synchronize()
-                ms = start.elapsed_time(end)
-            else:
-                ms = (time.perf_counter() - t0) * 1e3
-            if i:
-                times.append(ms)
+        while i <= reps or (i <= 25 and sum(times[1]) < min_total_ms):
+            for which, model in enumerate((dense, patched)):
+                if cuda:
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                t0 = time.perf_counter()
+                model(**kwargs, return_dict=False)
+                if cuda:
+                    end.record()
+                    end.synchronize()
+                    ms = start.elapsed_time(end)
+                else:
+                    ms = (time.perf_counter() - t0) * 1e3
+                if i:
+                    times[which].append(ms)
             i += 1
-    return statistics.median(times)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main() -> None:
@@ -173,7 +177,8 @@ def main() -> None:
     path = os.path.join(args.out, f"families_{tag}.json")
     os.makedirs(args.out, exist_ok=True)
     result = dict(gpu=gpu, torch=torch.__version__, diffusers=diffusers.__version__, date=time.strftime("%Y-%m-%d"),
-                  layers=args.layers, dtype=str(dtype), records=[])
+                  layers=args.layers, dtype=str(dtype), records=[],
+                  dense_timing="an unpatched copy of the model, its forwards alternating with the patched model's (medians)")
     # On the CPU (smoke) the runtime has no cost model unless given one: give it one, as a GPU has.
     cost_model = CostModel() if args.smoke else None
     variants = {"radial": "radial", "neighborhood": "neighborhood", "full_window": ditaccel.Neighborhood(window=(1.0, 1.0, 1.0))}
@@ -188,6 +193,7 @@ def main() -> None:
             torch.set_default_dtype(dtype)
             with torch.device(device):
                 model = getattr(diffusers, class_name)(**config).to(dtype).eval().requires_grad_(False)
+                twin = copy.deepcopy(model)  # stays unpatched: the dense forwards alternate with the patched ones
         except Exception as error:  # noqa: BLE001  (keep going: the record says why)
             traceback.print_exc()
             result["records"].append(dict(family=family, error=f"building {class_name}: {type(error).__name__}: {error}"[:400]))
@@ -203,15 +209,14 @@ def main() -> None:
                 for name, method in variants.items():
                     # Dense again right before each variant's timings: the GPU's clocks drift over a
                     # run, and a few-layer forward's ratio is a few percent.
-                    dense_ms = timed(model, kwargs, args.reps, cuda)
                     for force in (False, True):
-                        record = dict(base, variant=name, force_sparse=force, dense_ms=dense_ms)
+                        record = dict(base, variant=name, force_sparse=force)
                         try:
                             with ditaccel.patch(model, method, schedule=ditaccel.Schedule(), force_sparse=force,
                                                 cost_model=cost_model) as handle:
-                                ms = timed(model, kwargs, args.reps, cuda)
+                                dense_ms, ms = timed_pair(twin, model, kwargs, args.reps, cuda)
                                 summary = handle.summary()
-                            record.update(forward_ms=ms, ratio_vs_dense=dense_ms / ms,
+                            record.update(dense_ms=dense_ms, forward_ms=ms, ratio_vs_dense=dense_ms / ms,
                                           block_density=summary.rows[-1]["block_density"],
                                           ran="sparse" if any(r["sparse_steps"] for r in summary.rows) else "dense",
                                           decision=next(iter(next(iter(summary.decisions.values()), {}).values()), None))
@@ -226,7 +231,7 @@ def main() -> None:
                 result["records"].append(dict(family=family, resolution=resolution, error=f"{type(error).__name__}: {error}"[:400]))
             with open(path, "w") as f:
                 json.dump(result, f, indent=1)
-        del model
+        del model, twin
         if cuda:
             torch.cuda.empty_cache()
     print(f"wrote {path}")

@@ -45,6 +45,7 @@ def attention_section(path: str) -> list[str]:
         "same box test as mask_mod); `all-blocks` = our kernel with a dense LUT. Calls under 2 ms are also timed "
         "replayed from a CUDA graph (`graph`: the GPU's cost without the host's per-call launch latency, which a "
         "real forward hides behind other work)."
+        + (f" Note: {env['note']}." if env.get("note") else "")
         + (" xformers = `xformers.ops.memory_efficient_attention`, dense, on the same unpadded tokens as cuDNN (in "
            "its own [B, N, H, D] layout), timed in the same interleaved rounds; the kernel it dispatched to is "
            "listed under the table." if xformers else ""),
@@ -271,6 +272,75 @@ def transformer_section(path: str) -> list[str]:
     return lines
 
 
+def families_section(path: str) -> list[str]:
+    """benchmarks/families.py: every family at two resolutions, default patch and force_sparse."""
+    data = json.load(open(path))
+    lines = [
+        f"## Every family, a few layers at real width: `{os.path.basename(path)}`",
+        "",
+        f"{data['gpu']}, torch {data['torch']}, diffusers {data['diffusers']}, {data['date']}. diffusers' own transformer "
+        f"class of each family at its real width, {data['layers']} blocks of each kind, random {data['dtype'].removeprefix('torch.')} "
+        "weights, batch 1, text at the family's usual length. One forward; `dense ms` = "
+        + (data.get("dense_timing") or "the unpatched model timed right before the variant (median)")
+        + ", `patched ms` = the same forward patched (median after one untimed forward, which "
+        "calibrates the cost model). `default` = `patch()` as a user calls it (the cost model decides per shape); "
+        "`forced` = `force_sparse=True`. `full_window` = a window covering the whole grid (block density 1). The target: "
+        "the default patch >= 0.98x of dense everywhere. Forwards under ~25 ms (LTX-Video, FLUX here) drift by several "
+        "percent between back-to-back dense timings of the same model in one run.",
+        "",
+        "| family | resolution | grid | method | block density | dense ms | default: patched ms | ran | default vs dense | "
+        "forced: patched ms | forced vs dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows: dict = {}
+    for r in data["records"]:
+        if "error" in r:
+            lines.append(f"| {r.get('family')} | {r.get('resolution', '-')} | | {r.get('variant', '-')} | error: {r['error'][:100]} | | | | | | |")
+            continue
+        rows.setdefault((r["family"], r["resolution"], r["variant"]), {})[r["force_sparse"]] = r
+    for (family, resolution, variant), pair in rows.items():
+        d, f = pair.get(False), pair.get(True)
+        base = d or f
+        lines.append(
+            f"| {family} | {resolution} | {'x'.join(map(str, base['grid']))} | {variant} | {fmt(base.get('block_density'), 2)} | "
+            f"{fmt(base['dense_ms'])} | {fmt(d['forward_ms']) if d else '-'} | {d['ran'] if d else '-'} | "
+            f"{fmt(d['ratio_vs_dense'], 3) + 'x' if d else '-'} | {fmt(f['forward_ms']) if f else '-'} | "
+            f"{fmt(f['ratio_vs_dense'], 3) + 'x' if f else '-'} |")
+    reasons = {}
+    for (family, resolution, variant), pair in rows.items():
+        if pair.get(False) and pair[False]["ran"] == "dense":
+            reasons.setdefault(pair[False]["decision"].split(":")[1].strip(), []).append(f"{family} {resolution} {variant}")
+    lines += [""] + [f"Ran dense ({reason}): {', '.join(where)}." for reason, where in reasons.items()]
+    return lines
+
+
+def presets_section(path: str) -> list[str]:
+    """benchmarks/probes/neighborhood_presets.py: candidate windows per family, one attention call."""
+    data = json.load(open(path))
+    lines = [
+        f"## The neighbourhood preset per family, one attention call: `{os.path.basename(path)}`",
+        "",
+        f"{data['gpu']}, torch {data['torch']}, {data['date']}. bf16, batch 1, each family's heads x head_dim and text "
+        "tokens at its position; the runtime's call on random q, k, v in the model's token order (what the cost model "
+        "calibrates: token movement included) against SDPA on the same tensors, medians of 5 interleaved rounds. "
+        "`tile_a_b` = `Neighborhood(window=(a, b, b), stride=\"tile\")`, `preset_stride2` = the earlier preset "
+        "(window (0.375, 0.75, 0.75), stride 2). `partial` = share of computed blocks the kernel masks. "
+        + (f"{data['note']}." if data.get("note") else ""),
+        "",
+        "| family | resolution | candidate | window | stride | tile | block density | partial | sparse ms | dense ms | speedup |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["records"]:
+        if "error" in r:
+            lines.append(f"| {r['family']} | {r['resolution']} | {r['candidate']} | error: {r['error'][:100]} | | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['family']} | {r['resolution']} | {r['candidate']} | {tuple(r['window'])} | {tuple(r['stride'])} | "
+            f"{tuple(r['tile'])} | {fmt(r['block_density'], 3)} | {fmt(r['partial_fraction'], 2)} | {fmt(r['sparse_ms'])} | "
+            f"{fmt(r['dense_ms'])} | {fmt(r['speedup'])}x |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "results"))
@@ -285,6 +355,10 @@ def main() -> None:
         lines += external_section(path) + [""]
     for path in sorted(glob.glob(os.path.join(args.results, "transformer_*.json"))):
         lines += transformer_section(path) + [""]
+    for path in sorted(glob.glob(os.path.join(args.results, "families_*.json"))):
+        lines += families_section(path) + [""]
+    for path in sorted(glob.glob(os.path.join(args.results, "neighborhood_presets_*.json"))):
+        lines += presets_section(path) + [""]
     for path in sorted(glob.glob(os.path.join(args.results, "pipeline_*.json"))):
         lines += pipeline_section(path) + [""]
         gpu = os.path.basename(path).rsplit("_", 1)[-1].removesuffix(".json")

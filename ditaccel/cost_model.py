@@ -1,5 +1,6 @@
 """Does a sparse attention call pay? Measured, not guessed: on the first forward of a shape the
-runtime times the sparse call (token movement included) against dense SDPA on random inputs of
+runtime times the sparse call as the forward will make it (in a tile-order forward the video
+tokens arrive tiled; otherwise the call moves them, and that is timed too) against dense SDPA on random inputs of
 that exact shape, keeps the answer per process (and in a JSON file when asked), and runs dense
 where sparse would not be at least ``margin`` faster. Small, launch-bound shapes (the built-in
 model's 4,096 tokens) and layouts that compute nearly every block are where sparse loses.
@@ -42,6 +43,7 @@ class CallShape:
     grid: tuple[int, int, int]
     text_len: int
     method: str  # the config's repr: its layout (or its selection rule) and block size
+    video_tiled: bool = False  # a tile-order forward: the call gets the video tokens tiled, nothing moves
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -144,7 +144,7 @@ class PatchState:
         # Where sparse attention would not pay on this shape, every layer runs dense (cost_model.py).
         # The call's text length, once per forward (the cost model and the layout both need it).
         text_len = None if dense_step else self.adapter.text_len(module, args, kwargs)
-        cost_dense = not dense_step and not self.decide(args, kwargs, ctx.grid, text_len or 0).sparse
+        cost_dense = not dense_step and not self.decide(module, args, kwargs, ctx.grid, text_len or 0).sparse
         replay = self.cache.begin_forward(ctx) if self.cache is not None else {}
         if self.residuals is not None:
             self.residuals.begin_forward(ctx, any_sparse=not (dense_step or cost_dense))
@@ -192,13 +192,13 @@ class PatchState:
         same_order = self.cache is not None and self.runner is not None
         return self._enter_tile_order(module, args, kwargs, device) if any_sparse or same_order else None
 
-    def decide(self, args, kwargs, grid, text_len: int) -> Decision:
+    def decide(self, module, args, kwargs, grid, text_len: int) -> Decision:
         """Sparse or dense on ``grid`` (and the call's text length), decided once per shape, on a GPU
         or with a given CostModel: a layout that computes every block runs dense, otherwise the
         cost model's calibration decides. ``force_sparse``, and a CPU without a CostModel, run sparse."""
         key = (tuple(grid), text_len)
         if key not in self.decisions:
-            decision = self._decide(args, kwargs, grid, text_len)
+            decision = self._decide(module, args, kwargs, grid, text_len)
             # Under context parallelism every rank must take the same path (each times its own calls).
             if not all_ranks_agree(self.ulysses, decision.sparse, argument(args, kwargs, "hidden_states", 0).device):
                 decision = Decision(False, "another rank's calibration found that sparse would not pay" if decision.sparse
@@ -210,7 +210,7 @@ class PatchState:
                               RuntimeWarning, stacklevel=3)
         return self.decisions[key]
 
-    def _decide(self, args, kwargs, grid, text_len: int) -> Decision:
+    def _decide(self, module, args, kwargs, grid, text_len: int) -> Decision:
         hidden = argument(args, kwargs, "hidden_states", 0)
         if self.force_sparse:
             decision = Decision(True, "force_sparse=True")
@@ -225,25 +225,28 @@ class PatchState:
             decision = Decision(True, "compute depends on the data: not calibrated on random inputs")
         else:
             model = self.cost_model or process_cost_model()
-            shape = self._call_shape(hidden, grid, text_len)
+            # Timed as this forward will run it: in tile order where that applies (no token movement).
+            tiled = self._tile_order_plan(module, args, kwargs, grid)[0] is not None
+            shape = self._call_shape(hidden, grid, text_len, tiled)
             decision = model.decide(shape, lambda: self._calibrate(shape, hidden.device))
         return decision
 
-    def _call_shape(self, hidden: torch.Tensor, grid, text_len: int) -> CallShape:
+    def _call_shape(self, hidden: torch.Tensor, grid, text_len: int, tiled: bool = False) -> CallShape:
         module = next(layer.module for layer in self.layers if not self.schedule.layer_is_dense(layer.index))
         heads = int(module.heads)
         inner = getattr(module, "inner_dim", None) or module.to_q.out_features
         dtype = getattr(self.transformer, "dtype", hidden.dtype)  # diffusers' compute dtype (quantised weights aside)
         name = torch.cuda.get_device_name(hidden.device) if hidden.device.type == "cuda" else hidden.device.type
         return CallShape(name, str(dtype).removeprefix("torch."), int(hidden.shape[0]), heads // self.ranks, int(inner) // heads,
-                         tuple(int(g) for g in grid), text_len, repr(self.method))
+                         tuple(int(g) for g in grid), text_len, repr(self.method), tiled)
 
     def _calibrate(self, shape: CallShape, device: torch.device) -> tuple[float, float]:
         """Dense SDPA and the runner's call (token movement included) on random tensors of ``shape``."""
         n = shape.grid[0] * shape.grid[1] * shape.grid[2] + shape.text_len
         q, k, v = (torch.randn(shape.batch, n, shape.heads, shape.head_dim, device=device, dtype=getattr(torch, shape.dtype))
                    for _ in range(3))
-        arguments = dict(text_len=shape.text_len, text_position=self.adapter.text_position if shape.text_len else "none")
+        arguments = dict(text_len=shape.text_len, text_position=self.adapter.text_position if shape.text_len else "none",
+                         video_tiled=shape.video_tiled)
         call = self.runner.attend_dynamic if self.runner.dynamic else self.runner
         if not self.runner.dynamic:
             self.runner.prepare(shape.grid, shape.text_len, device)
@@ -270,29 +273,29 @@ class PatchState:
                 self._densities[key] = self.runner.video_layout(key).video_block_density()
         return self._densities[key]
 
+    def _tile_order_plan(self, module, args, kwargs, grid):
+        """(the tiling this forward runs in, or None; how its tokens are ordered, in words)."""
+        tiling = self.runner.tiling(grid)
+        if tiling.tile is None:
+            return None, "raster (the layout needs no tiles)"
+        if self.ulysses is not None:
+            # diffusers splits the rotary tables and the hidden states before our reorders would run.
+            return None, "model order, tokens moved in each attention call (context parallelism)"
+        if self.tile_order_hooks is None:
+            return None, "model order, tokens moved in each attention call (" + (
+                "tile_order=False)" if self.adapter.tile_order_modules is not None else "no tile-order forward for this model)")
+        if not uses_tile_order(tiling):
+            return None, f"model order, tokens moved in each attention call (tile {tiling.tile} does not divide grid {tiling.grid})"
+        if not self.adapter.tile_order_supported(module, args, kwargs, tiling):
+            return None, "model order, tokens moved in each attention call (other per-token inputs in this call)"
+        return tiling, f"tile order {tiling.tile}, reordered once per forward"
+
     def _enter_tile_order(self, module, args, kwargs, device):
         """Run this forward's blocks in tile order when the layout's tiling allows it (see
         tile_order.py); returns the forward arguments that had to be reordered, if any."""
-        tiling = self.runner.tiling(self.context.grid)
-        if tiling.tile is None:
-            self.token_order = "raster (the layout needs no tiles)"
+        tiling, self.token_order = self._tile_order_plan(module, args, kwargs, self.context.grid)
+        if tiling is None:
             return None
-        if self.ulysses is not None:
-            # diffusers splits the rotary tables and the hidden states before our reorders would run.
-            self.token_order = "model order, tokens moved in each attention call (context parallelism)"
-            return None
-        if self.tile_order_hooks is None:
-            self.token_order = "model order, tokens moved in each attention call (" + (
-                "tile_order=False)" if self.adapter.tile_order_modules is not None else "no tile-order forward for this model)")
-            return None
-        if not uses_tile_order(tiling):
-            self.token_order = (f"model order, tokens moved in each attention call (tile {tiling.tile} does not divide "
-                                f"grid {tiling.grid})")
-            return None
-        if not self.adapter.tile_order_supported(module, args, kwargs, tiling):
-            self.token_order = "model order, tokens moved in each attention call (other per-token inputs in this call)"
-            return None
-        self.token_order = f"tile order {tiling.tile}, reordered once per forward"
         tiling.cache_device_indices(device)  # now, not inside a compiled region
         self.context.tiling = tiling
         return self.adapter.arguments_to_tiles(args, kwargs, tiling)

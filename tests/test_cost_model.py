@@ -147,3 +147,32 @@ def test_an_empty_cost_model_calibrates_each_shape_once(family):
     (dense_ms, sparse_ms), = model.table.values()
     assert dense_ms > 0 and sparse_ms > 0
     assert len(reasons) == 1 and "(calibrated)" in reasons[0]
+
+
+@pytest.mark.parametrize("tile_order", [True, False])
+def test_calibration_times_the_call_as_the_forward_makes_it(tile_order):
+    """In a tile-order forward the call gets the video tokens tiled (nothing moves): the calibration
+    times that call, and the per-call path (tokens moved) where the forward is not in tile order."""
+    case = BUILDERS["wan"]()
+    inputs = case.transformer_inputs((4, 8, 16))  # a grid the (2, 4, 8) tile divides
+    model = CostModel()
+    method = ditaccel.Neighborhood(window=(1, 3, 3), tile=(2, 4, 8), block_size=64)
+    assert method.build_layout((4, 8, 16)).video_block_density() < 1.0  # so the cost model is asked
+    calls = []
+    from ditaccel.plugins.sparse_attention import SparseAttention
+    original = SparseAttention.__call__
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("video_tiled"))
+        return original(self, *args, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.MonkeyPatch.context() as mp, torch.no_grad():
+            mp.setattr(SparseAttention, "__call__", spy)
+            with ditaccel.patch(case.pipe.transformer, method, schedule=ditaccel.Schedule(), cost_model=model,
+                                tile_order=tile_order):
+                case.pipe.transformer(**inputs)
+    (key,) = model.table
+    assert json.loads(key)["video_tiled"] is tile_order
+    assert calls and all(c is tile_order for c in calls)  # calibration and the forward's own calls alike
