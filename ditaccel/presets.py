@@ -26,9 +26,9 @@ _NEIGHBORHOOD = {
     # on the built-in model: spatial reach matters far more than temporal reach there), one window per
     # query tile (stride="tile"), rounded to whole tiles so every block pair is whole: the kernel runs
     # at its whole-block rate. Chosen per family from benchmarks/results/neighborhood_presets_h200.json
-    # (the candidates' attention calls at each family's real shapes, H200): it is the fastest
-    # candidate at this reach on every video family measured, 1.4-3.2x dense SDPA per call where the
-    # earlier stride-2 windows ran 0.94-1.8x (their windows cut most blocks: every block partial).
+    # (the candidates' attention calls at each family's real shapes, H200): 1.4-3.2x dense SDPA per
+    # call on Wan, HunyuanVideo and CogVideoX where the earlier stride-2 windows ran 0.94-1.8x (their
+    # windows cut most blocks), as fast or faster on every family but HunyuanVideo 544p and Mochi.
     # Quality on the built-in model (benchmarks/results/eval_tiny_video_neighborhood, H200, 30
     # held-out prompts x 2 seeds): 23.9 dB PSNR against dense at 0.51 of dense compute, where the
     # stride-2 window scored 25.1 dB at 0.58 (on that 16^3 grid the (4, 4, 8) tile rounds the window
