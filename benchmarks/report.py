@@ -321,8 +321,8 @@ def presets_section(path: str) -> list[str]:
         f"## The neighbourhood preset per family, one attention call: `{os.path.basename(path)}`",
         "",
         f"{data['gpu']}, torch {data['torch']}, {data['date']}. bf16, batch 1, each family's heads x head_dim and text "
-        "tokens at its position; the runtime's call on random q, k, v in the model's token order (what the cost model "
-        "calibrates: token movement included) against SDPA on the same tensors, medians of 5 interleaved rounds. "
+        "tokens at its position; the runtime's call on random q, k, v in the model's token order (the per-call path, "
+        "token movement included) against SDPA on the same tensors, medians of 5 interleaved rounds. "
         "`tile_a_b` = `Neighborhood(window=(a, b, b), stride=\"tile\")`, `preset_stride2` = the earlier preset "
         "(window (0.375, 0.75, 0.75), stride 2). `partial` = share of computed blocks the kernel masks. "
         + (f"{data['note']}." if data.get("note") else ""),

@@ -2,9 +2,9 @@
 call at every supported family's real shapes (benchmarks/families.py's grids, heads, head_dim and
 text tokens), against dense SDPA in the same process.
 
-The call is timed the way the runtime's cost model calibrates it (ditaccel/cost_model.py): the
-runtime's sparse call on random q, k, v in the model's token order (text where the family puts it,
-token movement included) against SDPA on the same tensors, median of interleaved rounds. Records:
+The call is timed as the runtime's per-call path makes it: the sparse call on random q, k, v in the
+model's token order (text where the family puts it, token movement included) against SDPA on the
+same tensors, median of interleaved rounds (ditaccel/cost_model.py's time_pair). Records:
 resolved window, stride and tile, video block density, the fraction of computed blocks that are
 partial and which coordinates they test, sparse and dense ms, speedup. The quality side of the
 choice is `ditaccel eval` on the built-in model (benchmarks/probes/session10_a.sh).
