@@ -40,6 +40,7 @@ Writes DIR/attention_<gpu>.json (a list of records) and prints a table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -320,6 +321,8 @@ def bench_dynamic(name: str, cfg: dict, methods: list[str], args, gpu: str) -> l
     records = []
     for method_name in methods:
         method = preset(method_name, family)[0]
+        if method_name == "pyramid" and args.pyramid_samples:
+            method = dataclasses.replace(method, samples=args.pyramid_samples)
         # The method's token order: its blocks (and pyramid's data-dependent levels) depend on it.
         q, k, v, text_mask = dynamic_inputs(cfg, tiling=method.tiling(grid))
         qv, kv, vv = (x[:, video] for x in (q, k, v))
@@ -451,6 +454,8 @@ def main() -> None:
     ap.add_argument("--sweep", default="", help="case:method to time every kernel config on")
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new cases after this many seconds")
     ap.add_argument("--tag", default="", help="suffix of the output file name")
+    ap.add_argument("--pyramid-samples", type=int, default=None,
+                    help="importance samples per block for pyramid (default: the preset's, block_size // 4)")
     ap.add_argument("--rounds", type=int, default=3, help="timing rounds, interleaved over the variants (median kept)")
     args = ap.parse_args()
     t_start = time.time()

@@ -1,0 +1,10 @@
+# Next H200 call (issue 12): pyramid's importance pass with 16 samples per block against the
+# preset's 32, both in one call (each invocation times cuDNN in its own rounds), then the compiled
+# GPU kernel tests of the dynamic methods.
+#   run(carry=[".whl"], command="... (as session11_a.sh) ...; bash benchmarks/probes/session11_b.sh")
+export PYTHONUNBUFFERED=1
+for S in 32 16; do
+  timeout 200 python benchmarks/attention.py --out $OUT --rounds 3 --no-flex --no-xformers --methods pyramid \
+    --cases wan14b_720p,hunyuan_720p --pyramid-samples $S --tag _pyramid_s$S > $OUT/attention_pyramid_s$S.log 2>&1
+  grep '"method"' $OUT/attention_pyramid_s$S.log | cut -c1-220
+done
