@@ -90,7 +90,8 @@ class CostModel:
         dense_ms, sparse_ms = self.table[key]
         sparse = sparse_ms <= self.margin * dense_ms
         verdict = "sparse pays" if sparse else "sparse would not pay"
-        return Decision(sparse, f"{verdict}: {sparse_ms:.3f} ms sparse vs {dense_ms:.3f} ms dense per call (calibrated)",
+        how = "calibrated in tile order" if shape.video_tiled else "calibrated"
+        return Decision(sparse, f"{verdict}: {sparse_ms:.3f} ms sparse vs {dense_ms:.3f} ms dense per call ({how})",
                         dense_ms, sparse_ms)
 
 

@@ -144,7 +144,11 @@ class PatchState:
         # Where sparse attention would not pay on this shape, every layer runs dense (cost_model.py).
         # The call's text length, once per forward (the cost model and the layout both need it).
         text_len = None if dense_step else self.adapter.text_len(module, args, kwargs)
-        cost_dense = not dense_step and not self.decide(module, args, kwargs, ctx.grid, text_len or 0).sparse
+        # Worked out once per forward: the cost model times the call in the order this forward runs it.
+        plan = None
+        if self.runner is not None and not (dense_step and self.cache is None):
+            plan = self._tile_order_plan(module, args, kwargs, ctx.grid)
+        cost_dense = not dense_step and not self.decide(args, kwargs, ctx.grid, text_len or 0, plan[0] is not None).sparse
         replay = self.cache.begin_forward(ctx) if self.cache is not None else {}
         if self.residuals is not None:
             self.residuals.begin_forward(ctx, any_sparse=not (dense_step or cost_dense))
@@ -190,15 +194,16 @@ class PatchState:
         # With Broadcast, every forward of a sparse method takes the same token order (tile order where
         # it applies, dense and all-reused forwards too): a kept output is replayed in the order it was made in.
         same_order = self.cache is not None and self.runner is not None
-        return self._enter_tile_order(module, args, kwargs, device) if any_sparse or same_order else None
+        return self._enter_tile_order(plan, args, kwargs, device) if any_sparse or same_order else None
 
-    def decide(self, module, args, kwargs, grid, text_len: int) -> Decision:
+    def decide(self, args, kwargs, grid, text_len: int, tiled: bool = False) -> Decision:
         """Sparse or dense on ``grid`` (and the call's text length), decided once per shape, on a GPU
         or with a given CostModel: a layout that computes every block runs dense, otherwise the
-        cost model's calibration decides. ``force_sparse``, and a CPU without a CostModel, run sparse."""
-        key = (tuple(grid), text_len)
+        cost model's calibration decides (timing the call in tile order when ``tiled``: the forward
+        does not move tokens then). ``force_sparse``, and a CPU without a CostModel, run sparse."""
+        key = (tuple(grid), text_len, tiled)
         if key not in self.decisions:
-            decision = self._decide(module, args, kwargs, grid, text_len)
+            decision = self._decide(args, kwargs, grid, text_len, tiled)
             # Under context parallelism every rank must take the same path (each times its own calls).
             if not all_ranks_agree(self.ulysses, decision.sparse, argument(args, kwargs, "hidden_states", 0).device):
                 decision = Decision(False, "another rank's calibration found that sparse would not pay" if decision.sparse
@@ -210,7 +215,7 @@ class PatchState:
                               RuntimeWarning, stacklevel=3)
         return self.decisions[key]
 
-    def _decide(self, module, args, kwargs, grid, text_len: int) -> Decision:
+    def _decide(self, args, kwargs, grid, text_len: int, tiled: bool) -> Decision:
         hidden = argument(args, kwargs, "hidden_states", 0)
         if self.force_sparse:
             decision = Decision(True, "force_sparse=True")
@@ -225,8 +230,6 @@ class PatchState:
             decision = Decision(True, "compute depends on the data: not calibrated on random inputs")
         else:
             model = self.cost_model or process_cost_model()
-            # Timed as this forward will run it: in tile order where that applies (no token movement).
-            tiled = self._tile_order_plan(module, args, kwargs, grid)[0] is not None
             shape = self._call_shape(hidden, grid, text_len, tiled)
             decision = model.decide(shape, lambda: self._calibrate(shape, hidden.device))
         return decision
@@ -290,10 +293,10 @@ class PatchState:
             return None, "model order, tokens moved in each attention call (other per-token inputs in this call)"
         return tiling, f"tile order {tiling.tile}, reordered once per forward"
 
-    def _enter_tile_order(self, module, args, kwargs, device):
-        """Run this forward's blocks in tile order when the layout's tiling allows it (see
+    def _enter_tile_order(self, plan, args, kwargs, device):
+        """Run this forward's blocks in tile order when ``plan`` (``_tile_order_plan``) allows it (see
         tile_order.py); returns the forward arguments that had to be reordered, if any."""
-        tiling, self.token_order = self._tile_order_plan(module, args, kwargs, self.context.grid)
+        tiling, self.token_order = plan
         if tiling is None:
             return None
         tiling.cache_device_indices(device)  # now, not inside a compiled region
@@ -616,7 +619,7 @@ def summary(target) -> Summary:
             token_order[label] = state.token_order
         if state.decisions:
             decisions[label] = {(grid, text_len) if text_len else grid: ("sparse: " if d.sparse else "dense: ") + d.reason
-                                for (grid, text_len), d in state.decisions.items()}
+                                for (grid, text_len, _), d in state.decisions.items()}
     return Summary(rows, token_order, cache_bytes, cross_attention, decisions)
 
 

@@ -106,6 +106,38 @@ def test_tile_stride_rejects_other_strings():
         Neighborhood(window=(0.5, 0.5, 0.5), stride="tiles")
 
 
+@pytest.mark.parametrize("grid,window,dilation,causal", [
+    ((6, 12, 16), (0.5, 0.5, 0.5), (2, 1, 1), (False, False, False)),  # dilated time
+    ((8, 16, 16), (0.5, 0.75, 0.75), (1, 1, 1), (True, False, False)),  # causal time
+    ((5, 9, 11), (0.5, 0.5, 0.5), (1, 1, 1), (False, False, False)),  # a grid the tile does not divide
+    ((8, 16, 16), (4, 8, 0.5), (1, 1, 1), (False, False, False)),  # integer windows of whole tiles
+])
+def test_tile_stride_edge_cases_attend_the_definition(grid, window, dilation, causal):
+    method = Neighborhood(window=window, stride="tile", dilation=dilation, causal=causal, block_size=64)
+    resolved, stride = method.resolve_window(grid), method.resolve_stride(grid)
+    q, k, v = random_qkv(1, math.prod(grid), seed=2)
+    out = SparseAttention(method, backend="reference")(q, k, v, grid)
+    expected = sdpa_with_mask(q, k, v, torch.from_numpy(neighborhood_mask(grid, resolved, stride, dilation, causal)))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_tile_stride_refuses_windows_it_cannot_place():
+    # An integer window shorter than the tile would make stride = window (no neighbourhood left).
+    with pytest.raises(ValueError, match=r'stride="tile" needs windows of at least one tile.*dimension 0'):
+        Neighborhood(window=(1, 3, 3), stride="tile", block_size=64).build_layout((4, 8, 16))
+    # A dimension shorter than its dilation: the same error as an explicit stride gives.
+    with pytest.raises(ValueError, match="window\\*dilation must be <= the grid size"):
+        Neighborhood(window=(0.5, 0.5, 0.5), stride="tile", dilation=(2, 1, 1), block_size=64).build_layout((1, 8, 16))
+
+
+def test_a_whole_dimension_window_is_not_the_one_token_window():
+    # Neighborhood(window=1.0) == Neighborhood(window=1) as dataclasses (1.0 == 1): the shared layout
+    # cache must still tell them apart.
+    one = SparseAttention(Neighborhood(window=(1, 1, 1), block_size=64)).video_layout((4, 8, 16))
+    whole = SparseAttention(Neighborhood(window=(1.0, 1.0, 1.0), block_size=64)).video_layout((4, 8, 16))
+    assert one.video_block_density() < 0.5 and whole.video_block_density() == 1.0
+
+
 @pytest.mark.parametrize("grid,window,stride,dilation,causal,tile", [
     *(case + (None,) for case in NEIGHBORHOOD_CASES),
     ((4, 32, 32), (3, 20, 20), (1, 1, 1), (1, 1, 1), (False, False, False), (1, 8, 8)),  # stride 1, no padding

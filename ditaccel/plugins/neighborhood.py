@@ -12,8 +12,10 @@ attends a key when the key lies in the query's window in every dimension.
   s = w blocked (Swin-like) attention.
 - stride="tile": the queries of one token tile share a window (s = the tile), and windows given
   as fractions round to an odd number of tiles (or the whole dimension): then a window starts on
-  a tile boundary, every block pair is whole on grids the tile divides, and the kernel runs at its
-  whole-block rate (GNA's "perfectly block-sparse" recipe; the presets use it).
+  a tile boundary, and a block pair is partial only where the grid's padded edge (or, for causal
+  windows, the diagonal) cuts it (GNA's "perfectly block-sparse" recipe; the presets use it).
+  The tile is the default one (least padding): where it is longer than a dimension, the window
+  in that dimension is the whole dimension.
 - Causal: leader = min(floor(x/s)*s + s - 1, L-1); keys y <= x with leader - y < w.
 
 Each query's window is a box over the canonical coordinates (group, t, h, w), which is exactly
@@ -89,10 +91,20 @@ class Neighborhood:
         window = tuple(
             max(1, round(w * grid[d])) if isinstance(w, float) else int(w) for d, w in enumerate(self.window)
         )
+        self._check_window(window, grid)
         if self.stride == "tile":
             tile = self.choose_tile(grid)
+            for d in range(3):
+                if not isinstance(self.window[d], float) and window[d] < min(tile[d], grid[d] // self.dilation[d]):
+                    raise ValueError(
+                        f'stride="tile" needs windows of at least one tile: window={window} is shorter than the tile '
+                        f"{tile} in dimension {d} on grid {tuple(grid)} (give the window as a fraction, a longer "
+                        "window, or an explicit stride)")
             window = tuple(whole_tiles(w, tile[d], grid[d] // self.dilation[d]) if isinstance(self.window[d], float) else w
                            for d, w in enumerate(window))
+        return window
+
+    def _check_window(self, window: Triple, grid: Grid) -> None:
         for d in range(3):
             if window[d] * self.dilation[d] > grid[d]:
                 raise ValueError(
@@ -101,7 +113,6 @@ class Neighborhood:
                 )
             if self.stride != "tile" and self.stride[d] > window[d] and not isinstance(self.window[d], float):
                 raise ValueError(f"stride={self.stride} must be <= window={window} (dimension {d})")
-        return window
 
     def resolve_stride(self, grid: Grid) -> Triple:
         """The stride on ``grid``: capped at the window where the window is a fraction (the

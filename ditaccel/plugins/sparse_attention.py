@@ -47,11 +47,17 @@ def _check_call(grid: Grid, seq_len: int, text_len: int, text_position: str) -> 
     return n_video
 
 
-@functools.lru_cache(maxsize=32)
 def shared_video_layout(method, grid: Grid) -> BlockLayout:
     """Layouts depend only on (method config, grid): share them between patches (two Wan 2.2
     experts, patch/unpatch cycles of an evaluation) instead of rebuilding. Built on the GPU when
-    there is one (a CPU needs about a minute for a 75k-token radial layout)."""
+    there is one (a CPU needs about a minute for a 75k-token radial layout). Keyed on the config's
+    repr too: configs compare equal where their values do, and a window of 1.0 (the whole
+    dimension) equals a window of 1 (one token)."""
+    return _shared_video_layout(type(method), repr(method), tuple(grid), method)
+
+
+@functools.lru_cache(maxsize=32)
+def _shared_video_layout(kind: type, text: str, grid: Grid, method) -> BlockLayout:
     device = "cuda" if torch.cuda.is_available() else None
     return method.build_layout(grid, device=device)
 
