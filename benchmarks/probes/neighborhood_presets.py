@@ -39,6 +39,10 @@ CANDIDATES = {
     "tile_0.375_1.0": Neighborhood(window=(0.375, 1.0, 1.0), stride="tile"),
     "tile_0.25_0.5": Neighborhood(window=(0.25, 0.5, 0.5), stride="tile"),
     "tile_0.375_0.5": Neighborhood(window=(0.375, 0.5, 0.5), stride="tile"),
+    # The preset's reach with tiles no longer than the grid's sides (the default tile, least padding,
+    # can be longer than a side, and the window then takes the whole side): a window-aware tile choice.
+    "tile_0.375_0.75_t1x8x16": Neighborhood(window=(0.375, 0.75, 0.75), stride="tile", tile=(1, 8, 16)),
+    "tile_0.375_0.75_t2x8x8": Neighborhood(window=(0.375, 0.75, 0.75), stride="tile", tile=(2, 8, 8)),
 }
 HEADS = {"wan": (40, 128), "hunyuan_video": (24, 128), "cogvideox": (48, 64), "ltx": (32, 64), "mochi": (24, 128),
          "flux": (24, 128)}

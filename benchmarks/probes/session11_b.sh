@@ -8,3 +8,6 @@ for S in 32 16; do
     --cases wan14b_720p,hunyuan_720p --pyramid-samples $S --tag _pyramid_s$S > $OUT/attention_pyramid_s$S.log 2>&1
   grep '"method"' $OUT/attention_pyramid_s$S.log | cut -c1-220
 done
+# The preset's reach with explicit (1, 8, 16) and (2, 8, 8) tiles against the default tile (a
+# window-aware tile choice for stride="tile"), every family.
+timeout 200 python benchmarks/probes/neighborhood_presets.py --out $OUT > $OUT/neighborhood_presets.log 2>&1; grep -c candidate $OUT/neighborhood_presets.log
