@@ -9,7 +9,7 @@ resolved window, stride and tile, video block density, the fraction of computed 
 partial and which coordinates they test, sparse and dense ms, speedup. The quality side of the
 choice is `ditaccel eval` on the built-in model (benchmarks/probes/session10_a.sh).
 
-python benchmarks/probes/neighborhood_presets.py --out DIR [--families wan,...] [--smoke]
+python benchmarks/probes/neighborhood_presets.py --out DIR [--families wan,...] [--candidates a,b] [--smoke]
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--candidates", default=",".join(CANDIDATES), help="comma-separated names from CANDIDATES")
     ap.add_argument("--smoke", action="store_true", help="CPU, 2 heads x 16, small grids: checks the script")
     args = ap.parse_args()
     cuda = torch.cuda.is_available() and not args.smoke
@@ -75,7 +76,8 @@ def main() -> None:
             def dense():
                 return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
 
-            for name, method in CANDIDATES.items():
+            for name in args.candidates.split(","):
+                method = CANDIDATES[name]
                 record = dict(family=family, resolution=resolution, grid=list(grid), heads=heads, head_dim=dim,
                               text_tokens=text_len, candidate=name, config=repr(method))
                 try:
