@@ -47,6 +47,16 @@ def _check_counts(args: argparse.Namespace) -> str | None:
     return None
 
 
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")  # containers imageio-ffmpeg writes H.264 into
+
+
+def _check_out(args: argparse.Namespace) -> str | None:
+    """generate's --out is the video file (the dense clip and the frame strip are written beside it)."""
+    if args.out and Path(args.out).suffix.lower() not in VIDEO_SUFFIXES:
+        return f"--out must be a video file ending in one of {', '.join(VIDEO_SUFFIXES)}, got {args.out!r}"
+    return None
+
+
 def _settings(args: argparse.Namespace):
     from ditaccel.generation import GenerateSettings
 
@@ -99,7 +109,7 @@ def _generate(args: argparse.Namespace) -> int:
     from ditaccel.generation import GenerationError, write_video
 
     t0 = time.perf_counter()
-    if problem := _check_counts(args):
+    if problem := _check_counts(args) or _check_out(args):
         return _fail(problem)
     settings = _settings(args)
     try:

@@ -105,6 +105,18 @@ def test_bad_arguments_exit_non_zero_with_one_line(argv, names, capsys, tmp_path
     assert names in err
 
 
+@pytest.mark.parametrize("out", ["outputs/clip", "clip.png"])
+def test_generate_refuses_an_out_that_is_not_a_video_file_before_generating(out, capsys, monkeypatch):
+    # --out names the video file; a directory-like path used to fail in the writer after the whole run.
+    import ditaccel.cli as cli
+
+    monkeypatch.setattr(cli, "_session", lambda *args, **kwargs: pytest.fail("generated before checking --out"))
+    rc = main(["generate", "--method", "radial", "--device", "cpu", "--quiet", "--out", out])
+    assert rc != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out" in err and ".mp4" in err
+
+
 def test_argparse_errors_are_one_line_too(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", "--seed", "x"])
