@@ -23,7 +23,7 @@ from .context import StepContext, timestep_value
 from .context_parallel import Ulysses, all_ranks_agree
 from .cost_model import CallShape, CostModel, Decision, process_cost_model, time_pair
 from .pipelines import adapter_for
-from .pipelines.base import AttentionLayer, ModelAdapter, argument
+from .pipelines.base import AttentionLayer, ModelAdapter, argument, context_parallel_unsupported
 from .plugins.attention_cache import AttentionCache, keeping_processor, replay_processor
 from .plugins.broadcast import Broadcast
 from .plugins.residual_reuse import ResidualReuse, ResidualStore
@@ -121,6 +121,9 @@ class PatchState:
         if config is None:
             self.ulysses = None
         elif self.ulysses is None or self.ulysses.config is not config:
+            if not self.adapter.context_parallel:
+                # Now, at the first forward: not after the dense warm-up steps have run.
+                raise NotImplementedError(context_parallel_unsupported(self.adapter.family))
             self.ulysses = Ulysses.of(module)  # raises for ring attention and uneven shards
             lost = [layer.name for layer in self.layers if getattr(self.originals[layer.index], "_parallel_config", 0) is None]
             if lost:

@@ -272,3 +272,25 @@ def test_an_attention_backend_set_before_patch_stays_the_layers(monkeypatch):
     assert after.keys() == processors.keys() and all(after[name] is processors[name] for name in processors)
     assert all(p._attention_backend == chosen for p in after.values())
     assert torch.equal(case.generate(), reference)
+
+
+@pytest.mark.parametrize("family", ["hunyuan_video", "ltx", "cogvideox", "mochi"])
+def test_context_parallel_on_an_untested_family_is_refused_at_the_first_forward(family):
+    # Refused before the first step runs (the sparse processors' own check would only fire after the
+    # dense warm-up steps). The parallel config is faked: only its presence matters here.
+    from types import SimpleNamespace
+
+    case = BUILDERS[family]()
+    transformer = case.pipe.transformer
+    ran = []
+    handle = ditaccel.patch(case.pipe, "radial")
+    try:
+        transformer._parallel_config = SimpleNamespace(context_parallel_config=object())
+        hook = transformer.register_forward_pre_hook(lambda *args: ran.append(1), prepend=True)
+        with pytest.raises(NotImplementedError, match=f"context parallelism is supported on Wan and FLUX so far, not on {family}"):
+            case.generate()
+        hook.remove()
+        assert len(ran) == 1  # the first forward, refused there
+    finally:
+        del transformer._parallel_config
+        handle.unpatch()

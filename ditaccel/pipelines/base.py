@@ -50,6 +50,8 @@ class ModelAdapter:
     # one (video self-attention + cross-attention): what Broadcast(cross_period=...) may reuse.
     cross_attention_groups: tuple[tuple[str, str], ...] = ()
     rotary_token_dim: int = 1
+    # Sparse attention under diffusers' context parallelism (Ulysses), tested for this family.
+    context_parallel: bool = False
 
     def matches(self, transformer: torch.nn.Module) -> bool:
         return type(transformer).__name__ in self.transformer_classes
@@ -189,13 +191,15 @@ class SparseProcessorMixin(StandsInFor):
 
 def reject_context_parallel(processor) -> None:
     """For the families whose token split under context parallelism ditaccel has not tested yet
-    (text padding masks, their own split plans): refuse instead of guessing."""
+    (text padding masks, their own split plans): refuse instead of guessing. The transformer's
+    pre-hook refuses first (PatchState._find_ulysses); this guards a processor called on its own."""
     if getattr(processor, "_parallel_config", None) is not None:
-        family = processor.patch_state.adapter.family
-        raise NotImplementedError(
-            f"ditaccel sparse attention under context parallelism is supported on Wan and FLUX so far, not on "
-            f"{family}; disable parallelism or unpatch"
-        )
+        raise NotImplementedError(context_parallel_unsupported(processor.patch_state.adapter.family))
+
+
+def context_parallel_unsupported(family: str) -> str:
+    return (f"ditaccel sparse attention under context parallelism is supported on Wan and FLUX so far, not on "
+            f"{family}; disable parallelism or unpatch")
 
 
 def require_processor(original, layer: AttentionLayer, *expected: type) -> None:

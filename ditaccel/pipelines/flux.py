@@ -76,6 +76,7 @@ class FluxAdapter(ModelAdapter):
     sparse_processor_class = FluxSparseProcessor
     timestep_scale = 1.0 / 1000.0
     tile_order_modules = ("x_embedder", "proj_out", "pos_embed")  # rope tables [text + N, D]
+    context_parallel = True
     rotary_token_dim = 0
 
     def grid(self, transformer, args, kwargs):

@@ -66,6 +66,7 @@ class WanAdapter(ModelAdapter):
     upstream_processors = (WanAttnProcessor,)
     sparse_processor_class = WanSparseProcessor
     tile_order_modules = ("patch_embedding", "proj_out", "rope")  # rope tables [1, N, 1, D]
+    context_parallel = True
 
     def grid(self, transformer, args, kwargs):
         hidden_states = argument(args, kwargs, "hidden_states", 0)
