@@ -102,10 +102,11 @@ class Ulysses:
         return self._indices[key]
 
 
-def all_ranks_agree(ulysses: Ulysses | None, flag: bool, device) -> bool:
-    """``flag`` on every rank only if it holds on all of them (a decision that must not differ)."""
+def all_ranks_min(ulysses: Ulysses | None, value: int, device) -> int:
+    """The smallest of every rank's ``value`` (one collective: a rank that failed can say so with
+    the lowest value instead of leaving the others waiting)."""
     if ulysses is None:
-        return flag
-    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MIN, group=ulysses.group)
-    return bool(value.item())
+        return value
+    tensor = torch.tensor([value], dtype=torch.int32, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=ulysses.group)
+    return int(tensor.item())

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .context import StepContext, timestep_value
-from .context_parallel import Ulysses, all_ranks_agree
+from .context_parallel import Ulysses, all_ranks_min
 from .cost_model import CallShape, CostModel, Decision, process_cost_model, time_pair
 from .pipelines import adapter_for
 from .pipelines.base import AttentionLayer, ModelAdapter, argument, context_parallel_unsupported
@@ -206,11 +206,25 @@ class PatchState:
         does not move tokens then). ``force_sparse``, and a CPU without a CostModel, run sparse."""
         key = (tuple(grid), text_len, tiled)
         if key not in self.decisions:
-            decision = self._decide(args, kwargs, grid, text_len, tiled)
-            # Under context parallelism every rank must take the same path (each times its own calls).
-            if not all_ranks_agree(self.ulysses, decision.sparse, argument(args, kwargs, "hidden_states", 0).device):
-                decision = Decision(False, "another rank's calibration found that sparse would not pay" if decision.sparse
-                                    else decision.reason)
+            try:
+                decision, failure = self._decide(args, kwargs, grid, text_len, tiled), None
+            except Exception as error:
+                if self.ulysses is None:
+                    raise
+                decision, failure = None, error
+            # Under context parallelism every rank must take the same path (each times its own calls),
+            # and a rank whose calibration failed must not leave the others waiting in a collective:
+            # one all-reduce of 0 (failed), 1 (dense) or 2 (sparse).
+            if self.ulysses is not None:
+                device = argument(args, kwargs, "hidden_states", 0).device
+                verdict = all_ranks_min(self.ulysses, 0 if failure else 1 + decision.sparse, device)
+                if failure is not None:
+                    raise failure
+                if verdict == 0:
+                    raise RuntimeError("ditaccel: another rank failed while deciding dense or sparse (the cost model's "
+                                       "calibration); its own error says why")
+                if verdict == 1 and decision.sparse:
+                    decision = Decision(False, "another rank's calibration found that sparse would not pay")
             self.decisions[key] = decision
             if not decision.sparse:
                 warnings.warn(f"ditaccel: {self.method!r} runs dense on {type(self.transformer).__name__}'s grid "

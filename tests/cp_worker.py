@@ -149,6 +149,24 @@ def cases():
             run(model, wan_inputs())
 
     case("wan lost config", lost_config)
+
+    def calibration_fails_on_one_rank():
+        """Rank 1's calibration raises: rank 1 reports its own error, rank 0 is told instead of
+        waiting in the decision's collective (a hang, before)."""
+        from ditaccel.cost_model import CostModel, Decision
+
+        class FailsOnRank1(CostModel):
+            def decide(self, shape, measure):
+                if dist.get_rank() == 1:
+                    raise RuntimeError("calibration ran out of memory (test)")
+                return Decision(True, "sparse pays (test)")
+
+        model = wan_model()
+        model.enable_parallelism(config=ulysses)
+        with ditaccel.patch(model, methods["neighborhood"], schedule=every, cost_model=FailsOnRank1()):
+            run(model, wan_inputs())
+
+    case("wan calibration fails on rank 1", calibration_fails_on_one_rank)
     case("wan ring", lambda: parallel(wan_model, wan_inputs(), methods["radial"], config=ContextParallelConfig(ring_degree=2)))
     return results
 

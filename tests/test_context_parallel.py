@@ -53,6 +53,12 @@ def test_ring_attention_with_a_sparse_method_is_refused_in_one_line(results):
                                            "parallelism only, got ring_degree=2")
 
 
+def test_a_calibration_that_fails_on_one_rank_stops_every_rank(results):
+    rank0, rank1 = results
+    assert rank1["wan calibration fails on rank 1"] == "RuntimeError: calibration ran out of memory (test)"
+    assert rank0["wan calibration fails on rank 1"].startswith("RuntimeError: ditaccel: another rank failed while deciding")
+
+
 def test_a_processor_that_lost_its_parallel_config_is_named(results):
     for rank in results:
         assert rank["wan lost config"].startswith("RuntimeError: blocks.1.attn1's attention processor has no parallel config")
