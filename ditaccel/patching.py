@@ -261,7 +261,8 @@ class PatchState:
                          tuple(int(g) for g in grid), text_len, repr(self.method), tiled)
 
     def _calibrate(self, shape: CallShape, device: torch.device) -> tuple[float, float]:
-        """Dense SDPA and the runner's call (token movement included) on random tensors of ``shape``."""
+        """Dense SDPA and the runner's call on random tensors of ``shape``, the call as the forward
+        makes it (video tokens moved per call, or already tiled in a tile-order forward)."""
         n = shape.grid[0] * shape.grid[1] * shape.grid[2] + shape.text_len
         q, k, v = (torch.randn(shape.batch, n, shape.heads, shape.head_dim, device=device, dtype=getattr(torch, shape.dtype))
                    for _ in range(3))
