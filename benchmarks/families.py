@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
-import statistics
 import sys
 import time
 import traceback
@@ -129,32 +129,22 @@ def inputs(family: str, model, grid, text_len: int, device, dtype, smoke: bool) 
                 txt_ids=torch.zeros(text_len, 3, device=device, dtype=dtype), guidance=torch.tensor([3.5], device=device))
 
 
-def timed_pair(dense, patched, kwargs, reps: int, cuda: bool, min_total_ms: float = 400.0) -> tuple[float, float]:
-    """Median forward times (ms) of two models, their forwards alternating (one untimed forward each
-    first: calibration and compilation happen there), so both see the same GPU clocks: at least
-    ``reps`` pairs, more for short forwards (until about ``min_total_ms`` of them, at most 25), so a
-    10 ms forward is not judged on three samples."""
-    times: dict[int, list[float]] = {0: [], 1: []}
+def timed_pair(dense, patched, kwargs, reps: int, device, min_total_ms: float = 400.0) -> tuple[float, float]:
+    """Median forward times (ms) of two models, their forwards alternating (ditaccel's own
+    ``time_pair``: one untimed forward each first, where calibration and compilation happen), so both
+    see the same GPU clocks: ``reps`` rounds, more for short forwards (about ``min_total_ms`` of
+    them, at most 25 rounds), so a 10 ms forward is not judged on three samples."""
+    from ditaccel.cost_model import time_pair
+
+    def run(model):
+        return lambda: model(**kwargs, return_dict=False)
+
     with torch.no_grad():
-        i = 0
-        while i <= reps or (i <= 25 and sum(times[1]) < min_total_ms):
-            pair = ((0, dense), (1, patched)) if i % 2 == 0 else ((1, patched), (0, dense))  # neither always first
-            for which, model in pair:
-                if cuda:
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                t0 = time.perf_counter()
-                model(**kwargs, return_dict=False)
-                if cuda:
-                    end.record()
-                    end.synchronize()
-                    ms = start.elapsed_time(end)
-                else:
-                    ms = (time.perf_counter() - t0) * 1e3
-                if i:
-                    times[which].append(ms)
-            i += 1
-    return statistics.median(times[0]), statistics.median(times[1])
+        times = time_pair(run(dense), run(patched), device=device, rounds=reps)
+        rounds = min(25, math.ceil(min_total_ms / max(times[1], 1e-3)))
+        if rounds > reps:  # short forwards: again, with enough rounds
+            times = time_pair(run(dense), run(patched), device=device, rounds=rounds)
+    return times
 
 
 def main() -> None:
@@ -208,14 +198,12 @@ def main() -> None:
                             text_tokens=text_len, heads=model.config.num_attention_heads,
                             head_dim=model.config.attention_head_dim)
                 for name, method in variants.items():
-                    # Dense again right before each variant's timings: the GPU's clocks drift over a
-                    # run, and a few-layer forward's ratio is a few percent.
                     for force in (False, True):
                         record = dict(base, variant=name, force_sparse=force)
                         try:
                             with ditaccel.patch(model, method, schedule=ditaccel.Schedule(), force_sparse=force,
                                                 cost_model=cost_model) as handle:
-                                dense_ms, ms = timed_pair(twin, model, kwargs, args.reps, cuda)
+                                dense_ms, ms = timed_pair(twin, model, kwargs, args.reps, device)
                                 summary = handle.summary()
                             record.update(dense_ms=dense_ms, forward_ms=ms, ratio_vs_dense=dense_ms / ms,
                                           block_density=summary.rows[-1]["block_density"],

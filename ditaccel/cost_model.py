@@ -1,7 +1,7 @@
 """Does a sparse attention call pay? Measured, not guessed: on the first forward of a shape the
 runtime times the sparse call as the forward will make it (in a tile-order forward the video
-tokens arrive tiled; otherwise the call moves them, and that is timed too) against dense SDPA on random inputs of
-that exact shape, keeps the answer per process (and in a JSON file when asked), and runs dense
+tokens arrive tiled; otherwise the call moves them, and that is timed too) against dense SDPA on
+random inputs of that exact shape, keeps the answer per process (and in a JSON file when asked), and runs dense
 where sparse would not be at least ``margin`` faster. Small, launch-bound shapes (the built-in
 model's 4,096 tokens) and layouts that compute nearly every block are where sparse loses.
 
@@ -116,7 +116,7 @@ def process_cost_model() -> CostModel:
 def time_pair(dense: Callable[[], object], sparse: Callable[[], object], *, device=None, rounds: int = 5) -> tuple[float, float]:
     """Median milliseconds of ``dense()`` and ``sparse()`` running on ``device``, each warmed up once
     (kernels compile and autotune there), then timed in interleaved rounds (CUDA events on that GPU's
-    stream, the wall clock on a CPU)."""
+    stream, the wall clock on a CPU; the two swap places every round, so neither always runs first)."""
     device = torch.device(device or "cpu")
     if device.type == "cuda":
         with torch.cuda.device(device):
@@ -127,8 +127,9 @@ def time_pair(dense: Callable[[], object], sparse: Callable[[], object], *, devi
 def _time_pair(dense, sparse, rounds: int, *, cuda: bool) -> tuple[float, float]:
     dense(), sparse()
     times: dict[str, list[float]] = {"dense": [], "sparse": []}
-    for _ in range(rounds):
-        for name, fn in (("dense", dense), ("sparse", sparse)):
+    for i in range(rounds):
+        pair = (("dense", dense), ("sparse", sparse))
+        for name, fn in pair if i % 2 == 0 else pair[::-1]:
             if cuda:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()

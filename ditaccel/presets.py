@@ -26,8 +26,9 @@ _NEIGHBORHOOD = {
     # on the built-in model: spatial reach matters far more than temporal reach there), one window per
     # query tile (stride="tile"), rounded to whole tiles so windows start on tile boundaries: blocks
     # are partial only at the padded edges of grids the tile does not divide (one coordinate tested),
-    # and where the default tile is longer than a dimension the window takes the whole dimension. Chosen per family from benchmarks/results/neighborhood_presets_h200.json
-    # (the candidates' attention calls at each family's real shapes, H200): 1.4-3.2x dense SDPA per
+    # and where the default tile is longer than a dimension the window takes the whole dimension.
+    # Chosen per family from benchmarks/results/neighborhood_presets_h200.json (the candidates'
+    # attention calls at each family's real shapes, H200): 1.4-3.2x dense SDPA per
     # call on Wan, HunyuanVideo and CogVideoX where the earlier stride-2 windows ran 0.94-1.8x (their
     # windows cut most blocks), as fast or faster on every family but HunyuanVideo 544p and Mochi.
     # Quality on the built-in model (benchmarks/results/eval_tiny_video_neighborhood, H200, 30

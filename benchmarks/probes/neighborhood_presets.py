@@ -84,8 +84,8 @@ def main() -> None:
                     runner = SparseAttention(method, backend="auto" if cuda else "reference")
                     layout = runner.layout(grid, text_len, q.device)
                     video = runner.video_layout(grid)
-                    computed = video.kv_counts.sum().item() if hasattr(video, "kv_counts") else None
-                    partial = (video.kv_partial != 0).sum().item() if hasattr(video, "kv_partial") else None
+                    computed = video.kv_counts.sum().item()
+                    partial = (video.kv_partial != 0).sum().item()
                     record.update(window=list(method.resolve_window(grid)), stride=list(method.resolve_stride(grid)),
                                   tile=list(method.choose_tile(grid)), block_density=round(video.video_block_density(), 4),
                                   partial_fraction=round(partial / computed, 4) if computed else None,

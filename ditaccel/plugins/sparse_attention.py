@@ -53,11 +53,11 @@ def shared_video_layout(method, grid: Grid) -> BlockLayout:
     there is one (a CPU needs about a minute for a 75k-token radial layout). Keyed on the config's
     repr too: configs compare equal where their values do, and a window of 1.0 (the whole
     dimension) equals a window of 1 (one token)."""
-    return _shared_video_layout(type(method), repr(method), tuple(grid), method)
+    return _shared_video_layout(repr(method), tuple(grid), method)
 
 
 @functools.lru_cache(maxsize=32)
-def _shared_video_layout(kind: type, text: str, grid: Grid, method) -> BlockLayout:
+def _shared_video_layout(text: str, grid: Grid, method) -> BlockLayout:
     device = "cuda" if torch.cuda.is_available() else None
     return method.build_layout(grid, device=device)
 
