@@ -4,11 +4,11 @@
 # radial; 30 held-out prompts x 2 seeds, 20 steps, one GPU.
 #   bash benchmarks/eval_tiny_video_caches.sh [OUT_DIR] [extra ditaccel eval arguments]
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/eval_tiny_video_common.sh"
 OUT=${1:-benchmarks/results/eval_tiny_video_caches}
 shift || true
 METHODS="radial,neighborhood,broadcast,broadcast(period=3),radial + broadcast"
 METHODS+=",radial + residual_reuse,radial + residual_reuse(refresh_every=2),neighborhood + residual_reuse"
 METHODS+=",piecewise + residual_reuse,first_block_cache(threshold=0.05),radial + first_block_cache(threshold=0.05)"
 METHODS+=",taylorseer_cache,radial + taylorseer_cache"
-HF_HUB_OFFLINE=1 python -m ditaccel.cli eval --model built-in --prompts held-out --seeds 0,1 --steps 20 \
-  --methods "$METHODS" --out "$OUT" "$@"
+run_eval "$OUT" "$METHODS" "$@"

@@ -6,6 +6,7 @@
 # layer dense, pyramid 30% of the steps), then piecewise, top-k and pyramid on one schedule (the
 # piecewise preset's) at several densities, so that they meet at matched compute fractions.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/eval_tiny_video_common.sh"
 OUT=${1:-benchmarks/results/eval_tiny_video_dynamic}
 shift || true
 SAME="dense_steps=0.24, dense_layers=1"
@@ -14,5 +15,4 @@ METHODS+=",piecewise(density=0.3),piecewise(density=0.5),piecewise(order=0),piec
 METHODS+=",topk(density=0.3),topk(density=0.5)"
 METHODS+=",pyramid(mode='mass', $SAME),pyramid(mode='fraction', $SAME)"
 METHODS+=",pyramid(mode='fraction', fractions=(0.25, 0.1, 0.1, 0.2), $SAME),pyramid(mode='mass', block_size=64, $SAME)"
-HF_HUB_OFFLINE=1 python -m ditaccel.cli eval --model built-in --prompts held-out --seeds 0,1 --steps 20 \
-  --methods "$METHODS" --out "$OUT" "$@"
+run_eval "$OUT" "$METHODS" "$@"

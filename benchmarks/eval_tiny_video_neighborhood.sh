@@ -7,6 +7,7 @@
 #   bash benchmarks/eval_tiny_video_neighborhood.sh [OUT_DIR] [extra ditaccel eval arguments]
 # On this 16 x 16 x 16 grid the 128-token tile is (4, 4, 8), the 64-token one (4, 4, 4).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/eval_tiny_video_common.sh"
 OUT=${1:-benchmarks/results/eval_tiny_video_neighborhood}
 shift || true
 METHODS="neighborhood(window=(0.375, 0.75, 0.75), stride=2)"
@@ -16,5 +17,4 @@ METHODS+=',neighborhood(window=(0.375, 1.0, 1.0), stride="tile")'
 METHODS+=',neighborhood(window=(0.375, 0.5, 0.5), stride="tile")'
 METHODS+=',neighborhood(window=(0.375, 0.75, 0.75), stride="tile", block_size=64)'
 METHODS+=',neighborhood(window=(0.375, 0.5, 0.5), stride="tile", block_size=64)'
-HF_HUB_OFFLINE=1 python -m ditaccel.cli eval --model built-in --prompts held-out --seeds 0,1 --steps 20 \
-  --methods "$METHODS" --out "$OUT" "$@"
+run_eval "$OUT" "$METHODS" "$@"

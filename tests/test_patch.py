@@ -274,12 +274,35 @@ def test_an_attention_backend_set_before_patch_stays_the_layers(monkeypatch):
     assert torch.equal(case.generate(), reference)
 
 
+FAMILY_NAMES = {"wan": "Wan", "hunyuan_video": "HunyuanVideo", "cogvideox": "CogVideoX", "ltx": "LTX-Video",
+                "mochi": "Mochi", "flux": "FLUX"}
+
+
+def context_parallel_listed() -> str:
+    """The families whose adapter declares context_parallel, as the refusal lists them."""
+    from ditaccel.pipelines import available_adapters
+
+    names = [FAMILY_NAMES[adapter.family] for adapter in available_adapters() if adapter.context_parallel]
+    return f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
+
+
+def test_context_parallel_refusal_lists_each_family_whose_adapter_declares_it(monkeypatch):
+    from ditaccel.pipelines.base import context_parallel_unsupported
+    from ditaccel.pipelines.mochi import MochiAdapter
+
+    monkeypatch.setattr(MochiAdapter, "context_parallel", True)
+    assert "Mochi" in context_parallel_listed()
+    assert f"supported on {context_parallel_listed()} so far, not on ltx;" in context_parallel_unsupported("ltx")
+
+
 @pytest.mark.parametrize("family", ["hunyuan_video", "ltx", "cogvideox", "mochi"])
 def test_context_parallel_on_an_untested_family_is_refused_at_the_first_forward(family):
     # Refused before the first step runs (the sparse processors' own check would only fire after the
     # dense warm-up steps). The parallel config is faked: only its presence matters here.
     from types import SimpleNamespace
 
+    supported = context_parallel_listed()
+    assert "Wan" in supported and "FLUX" in supported  # tests/test_context_parallel.py runs these
     case = BUILDERS[family]()
     transformer = case.pipe.transformer
     ran = []
@@ -287,7 +310,7 @@ def test_context_parallel_on_an_untested_family_is_refused_at_the_first_forward(
     try:
         transformer._parallel_config = SimpleNamespace(context_parallel_config=object())
         hook = transformer.register_forward_pre_hook(lambda *args: ran.append(1), prepend=True)
-        with pytest.raises(NotImplementedError, match=f"context parallelism is supported on Wan and FLUX so far, not on {family}"):
+        with pytest.raises(NotImplementedError, match=f"context parallelism is supported on {supported} so far, not on {family}"):
             case.generate()
         hook.remove()
         assert len(ran) == 1  # the first forward, refused there

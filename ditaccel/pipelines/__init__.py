@@ -7,13 +7,13 @@ import torch
 from .base import AttentionLayer, ModelAdapter
 
 _ADAPTER_MODULES = {
-    # family: (module, adapter class)
-    "wan": ("wan", "WanAdapter"),
-    "hunyuan_video": ("hunyuan_video", "HunyuanVideoAdapter"),
-    "cogvideox": ("cogvideox", "CogVideoXAdapter"),
-    "ltx": ("ltx", "LTXAdapter"),
-    "mochi": ("mochi", "MochiAdapter"),
-    "flux": ("flux", "FluxAdapter"),
+    # family: (module, adapter class, the family's name in messages)
+    "wan": ("wan", "WanAdapter", "Wan"),
+    "hunyuan_video": ("hunyuan_video", "HunyuanVideoAdapter", "HunyuanVideo"),
+    "cogvideox": ("cogvideox", "CogVideoXAdapter", "CogVideoX"),
+    "ltx": ("ltx", "LTXAdapter", "LTX-Video"),
+    "mochi": ("mochi", "MochiAdapter", "Mochi"),
+    "flux": ("flux", "FluxAdapter", "FLUX"),
 }
 
 
@@ -21,13 +21,19 @@ def available_adapters() -> list[ModelAdapter]:
     import importlib
 
     adapters = []
-    for module_name, class_name in _ADAPTER_MODULES.values():
+    for module_name, class_name, _ in _ADAPTER_MODULES.values():
         try:
             module = importlib.import_module(f"{__name__}.{module_name}")
         except ImportError:  # an adapter not written yet, or a diffusers version without the model
             continue
         adapters.append(getattr(module, class_name)())
     return adapters
+
+
+def context_parallel_families() -> list[str]:
+    """The families (their names in messages, in registry order) whose adapter declares
+    ``context_parallel``: sparse attention under diffusers' context parallelism is tested there."""
+    return [_ADAPTER_MODULES[adapter.family][2] for adapter in available_adapters() if adapter.context_parallel]
 
 
 def supported_models() -> list[str]:
@@ -63,6 +69,7 @@ __all__ = [
     "TinyVideoPipeline",
     "adapter_for",
     "available_adapters",
+    "context_parallel_families",
     "load_tiny_video_pipeline",
     "supported_models",
 ]

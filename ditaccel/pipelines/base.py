@@ -198,7 +198,16 @@ def reject_context_parallel(processor) -> None:
 
 
 def context_parallel_unsupported(family: str) -> str:
-    return (f"ditaccel sparse attention under context parallelism is supported on Wan and FLUX so far, not on "
+    # Imported here, not at the top: the package imports this module (and every adapter module
+    # imports it) before the registry that lists the adapters exists.
+    from . import context_parallel_families
+
+    names = context_parallel_families()
+    if len(names) > 1:
+        supported = f"{', '.join(names[:-1])} and {names[-1]}"
+    else:
+        supported = names[0] if names else "no family"
+    return (f"ditaccel sparse attention under context parallelism is supported on {supported} so far, not on "
             f"{family}; disable parallelism or unpatch")
 
 
