@@ -337,11 +337,13 @@ def bench_dynamic(name: str, cfg: dict, methods: list[str], args, gpu: str) -> l
         nb = -(-n_video // bs)
         if method_name == "pyramid":
             levels = pyramid_levels(qv, kv, block_size=bs, mode=method.mode, thresholds=method.thresholds,
-                                    min_full_fraction=method.min_full_fraction, fractions=method.fractions)
+                                    min_full_fraction=method.min_full_fraction, fractions=method.fractions,
+                                    samples=method.samples)
 
             def overhead():
                 lv = pyramid_levels(qv, kv, block_size=bs, mode=method.mode, thresholds=method.thresholds,
-                                    min_full_fraction=method.min_full_fraction, fractions=method.fractions)
+                                    min_full_fraction=method.min_full_fraction, fractions=method.fractions,
+                                    samples=method.samples)
                 return pyt.pool_kv(kv, vv, bs), pyt.pyramid_lut(lv)
 
             pooled, lut = overhead()

@@ -3,14 +3,19 @@
 (a) ``--part pipeline``: the Wan2.1-1.3B pipeline architecture (diffusers WanPipeline, random bf16
     weights) at 480p, 81 frames, 50 steps with classifier-free guidance (prompt embeddings given,
     so no text encoder), output left as latents: the end-to-end wall time of the denoising loop for
-    each combination in one run, and the VAE decode timed once on its own. Combinations: dense,
-    radial (preset), broadcast, radial + broadcast, radial + residual reuse, diffusers'
-    FirstBlockCache, radial + FirstBlockCache.
+    each combination in one run, and the VAE decode timed once on its own. A combination is any
+    method spec (ditaccel.method_spec); the default ones: dense, radial (preset), broadcast, radial +
+    broadcast, radial + residual reuse, diffusers' FirstBlockCache (its default threshold, 0.05) and
+    radial + FirstBlockCache, diffusers' TaylorSeer cache in lite mode (``TAYLORSEER``) and radial +
+    TaylorSeer.
 (b) ``--part steps``: the Wan2.1-14B transformer at 720p, 81 frames: one forward of each kind of
     step, measured in one run (dense; sparse, the radial preset's layer 0 dense; every attention
-    output reused; residual reuse applying a kept residual; residual reuse refreshing it), then the
-    50-step total of each schedule with CFG (2 forwards per step) from those times and the
-    schedule's step kinds, which are worked out by the same rules the runtime uses.
+    output reused; residual reuse applying a kept residual; residual reuse refreshing it; predicted,
+    TaylorSeer lite's forward that skips every block and extrapolates the output projection), then
+    the 50-step total of each schedule with CFG (2 forwards per step) from those times and the
+    schedule's step kinds, which are worked out by the same rules the runtime uses (for TaylorSeer,
+    diffusers' rule: ``taylorseer_computes``). Caches that decide from the data which steps they
+    reuse (FirstBlockCache) have no step kinds: only part (a) measures them.
 
 Usage: python benchmarks/pipeline.py --part pipeline|steps --out DIR [--steps 50] [--smoke]
 (--smoke: the same code on tiny random models on the CPU, a few steps: checks the script, times nothing.)
@@ -37,14 +42,16 @@ WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim
                 text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
                 qk_norm="rms_norm_across_heads", eps=1e-6)
 WAN_14B = dict(WAN_1_3B, num_attention_heads=40, ffn_dim=13824, num_layers=40)
+# diffusers' TaylorSeer in lite mode: a step it does not compute skips every block and predicts the
+# output projection. Interval 3 after the radial preset's 12 dense warm-up steps of 50 (24%).
+TAYLORSEER = "taylorseer_cache(use_lite_mode=True, cache_interval=3, disable_cache_before_step=12)"
 PIPELINE_COMBINATIONS = ["dense", "radial", "broadcast", "radial + broadcast", "radial + residual_reuse",
-                         "first_block_cache", "radial + first_block_cache"]
+                         "first_block_cache", "radial + first_block_cache", TAYLORSEER, "radial + " + TAYLORSEER]
 # --smoke: tiny stand-ins (2 layers, 2 heads) and sizes, float32 on the CPU.
 SMOKE_CONFIG = dict(WAN_1_3B, num_attention_heads=2, attention_head_dim=16, text_dim=32, ffn_dim=32, num_layers=2,
                     rope_max_seq_len=32)
 DEVICE, DTYPE, TEXT = "cuda", torch.bfloat16, (512, 4096)
 SIZES = dict(pipeline=(480, 832, 81), steps=(720, 1280, 81))
-FBC_THRESHOLD = 0.05  # diffusers' FirstBlockCache default-ish for Wan (docs use 0.05-0.1)
 
 
 def use_smoke() -> None:
@@ -79,30 +86,21 @@ def build_transformer(config: dict):
 
 
 def apply_combination(pipe, name: str):
-    """Enable ``name`` on ``pipe``; returns a function that takes it off again."""
-    import diffusers
-
+    """Enable the method spec ``name`` on ``pipe`` (ditaccel.patch with the spec's arguments for Wan;
+    diffusers' caches are enabled by patch too); returns a function that takes it off again."""
     import ditaccel
+    from ditaccel.method_spec import parse_method_spec
 
-    parts = [p.strip() for p in name.split("+")]
-    undo = []
-    method = "radial" if "radial" in parts else None
-    cache = None
-    if "broadcast" in parts:
-        cache = ditaccel.Broadcast()
-    if "residual_reuse" in parts:
-        cache = ditaccel.ResidualReuse()
-    if method is not None or cache is not None:
-        handle = ditaccel.patch(pipe, method, cache=cache)
-        undo.append(handle.unpatch)
-    if "first_block_cache" in parts:
-        pipe.transformer.enable_cache(diffusers.FirstBlockCacheConfig(threshold=FBC_THRESHOLD))
-        undo.append(pipe.transformer.disable_cache)
-    return lambda: [u() for u in reversed(undo)]
+    spec = parse_method_spec(name)
+    if spec.is_dense:
+        return lambda: None
+    return ditaccel.patch(pipe, **spec.patch_arguments("wan")).unpatch
 
 
 def part_pipeline(args, save) -> dict:
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
+
+    from ditaccel.method_spec import parse_method_specs
 
     result = dict(environment(), part="pipeline", model="Wan2.1-1.3B architecture, random bf16 weights",
                   config=WAN_1_3B, height=SIZES["pipeline"][0], width=SIZES["pipeline"][1], frames=SIZES["pipeline"][2],
@@ -125,8 +123,7 @@ def part_pipeline(args, save) -> dict:
         return pipe(**call, num_inference_steps=steps, generator=torch.Generator(DEVICE).manual_seed(1)).frames
 
     dense_latents = None
-    for name in args.combinations.split(","):
-        name = name.strip()
+    for name in [spec.text for spec in parse_method_specs(args.combinations)]:
         record = dict(combination=name)
         try:
             off = apply_combination(pipe, name)
@@ -176,10 +173,25 @@ def part_pipeline(args, save) -> dict:
     return result
 
 
+def taylorseer_computes(config, step: int) -> bool:
+    """Whether diffusers' TaylorSeer cache (``config``: a TaylorSeerCacheConfig) runs the full forward
+    at ``step`` (0-based; it counts calls per cache context, so steps per CFG branch): the rule of
+    diffusers' ``TaylorSeerCacheHook._measure_should_compute`` (0.42). Every step before
+    ``disable_cache_before_step``, then every ``cache_interval``-th step from the one after it (the
+    step at ``disable_cache_before_step`` itself predicts), and every step from
+    ``disable_cache_after_step`` on."""
+    before, after = config.disable_cache_before_step, config.disable_cache_after_step
+    return (step < before or (step - before - 1) % config.cache_interval == 0
+            or (after is not None and step >= after))
+
+
 def step_kinds(name: str, steps: int) -> list[str]:
     """Per step of a ``steps``-step generation, the kind of forward the spec ``name`` runs (the
-    runtime's own rules: the method's Wan schedule, Broadcast.phase, ResidualReuse's refresh count).
-    Any method spec with a radial method works: "radial + broadcast(period=3, window=(0.05, 0.95))"."""
+    runtime's own rules: the method's Wan schedule, Broadcast.phase, ResidualReuse's refresh count,
+    TaylorSeer's ``taylorseer_computes``). Any method spec with a radial method works: "radial +
+    broadcast(period=3, window=(0.05, 0.95))"."""
+    import diffusers
+
     import ditaccel
     from ditaccel.method_spec import parse_method_spec
 
@@ -187,8 +199,19 @@ def step_kinds(name: str, steps: int) -> list[str]:
     schedule = spec.schedule_for("wan")
     broadcast = spec.cache if isinstance(spec.cache, ditaccel.Broadcast) else None
     residual = spec.cache if isinstance(spec.cache, ditaccel.ResidualReuse) else None
+    taylorseer = spec.cache if isinstance(spec.cache, diffusers.TaylorSeerCacheConfig) else None
+    if spec.cache is not None and not (broadcast or residual or taylorseer):
+        raise ValueError(f"spec {name!r}: {type(spec.cache).__name__} decides from the data which steps it reuses; "
+                         "it has no step kinds, only the pipeline part (--part pipeline) measures it")
+    if taylorseer is not None and not taylorseer.use_lite_mode:
+        raise ValueError(f"spec {name!r}: TaylorSeer without use_lite_mode=True predicts each attention module's "
+                         "output and still runs the rest of every block; the measured kind 'predicted' is the lite "
+                         "forward (every block skipped): write use_lite_mode=True")
     kinds, sparse_count, kept = [], 0, False
     for step in range(steps):
+        if taylorseer is not None and not taylorseer_computes(taylorseer, step):
+            kinds.append("predicted")
+            continue
         if broadcast is not None:
             phase = broadcast.phase(step, steps, None)
             if phase == "outside":
@@ -210,6 +233,8 @@ def step_kinds(name: str, steps: int) -> list[str]:
 
 
 def part_steps(args) -> dict:
+    import diffusers
+
     import ditaccel
     from ditaccel.presets import preset
 
@@ -224,7 +249,9 @@ def part_steps(args) -> dict:
     def forward(t: float) -> float:
         sync()
         start = time.perf_counter()
-        with torch.no_grad():
+        # One CFG branch's context, as the pipeline sets it: diffusers' stateful hooks (TaylorSeer)
+        # keep their state per context and refuse a call outside one.
+        with torch.no_grad(), model.cache_context("cond"):
             model(**inputs, timestep=torch.tensor([t], device=DEVICE))
         sync()  # one forward is seconds long at this size: host timing around a synchronised call is exact enough
         return (time.perf_counter() - start) * 1e3
@@ -242,6 +269,11 @@ def part_steps(args) -> dict:
                              [999, 998, 999], [2]),
         "residual_apply": (dict(method=method, schedule=sparse_schedule, cache=ditaccel.ResidualReuse(refresh_every=1000)),
                            [999, 998, 999, 998], [3]),
+        # TaylorSeer lite predicting from the second call on (taylorseer_computes: calls 0 and 2
+        # compute, 1, 3, 4 predict); calls 3 and 4 extrapolate to first order, as in a generation.
+        "predicted": (dict(cache=diffusers.TaylorSeerCacheConfig(use_lite_mode=True, cache_interval=1000,
+                                                                 disable_cache_before_step=1)),
+                      [999, 998, 997, 996, 995], [3, 4]),
     }
     for kind, (arguments, timesteps, timed) in plans.items():
         try:
@@ -259,7 +291,10 @@ def part_steps(args) -> dict:
     return add_schedules(result, SCHEDULES, args.steps)
 
 
-SCHEDULES = ("dense", "radial", "broadcast", "radial + broadcast", "radial + residual_reuse")
+SCHEDULES = ("dense", "radial", "broadcast", "radial + broadcast", "radial + residual_reuse", TAYLORSEER,
+             "radial + " + TAYLORSEER,
+             "radial + taylorseer_cache(use_lite_mode=True, cache_interval=2, disable_cache_before_step=12)",
+             "radial + taylorseer_cache(use_lite_mode=True, cache_interval=2, disable_cache_before_step=3)")
 
 
 def add_schedules(result: dict, names, steps: int) -> dict:
@@ -270,8 +305,11 @@ def add_schedules(result: dict, names, steps: int) -> dict:
     for name in ("dense", *[n for n in names if n != "dense"]):
         kinds = step_kinds(name, steps)
         counts = {k: kinds.count(k) for k in sorted(set(kinds))}
-        total = sum(2 * ms[k] for k in kinds) / 1e3 if all(k in ms for k in kinds) else None
+        unmeasured = sorted(set(kinds) - set(ms))
+        total = None if unmeasured else sum(2 * ms[k] for k in kinds) / 1e3
         result["schedules"][name] = dict(step_kinds=counts, total_seconds=total)
+        if unmeasured:  # no total: a kind this result has no time for (not measured, or its run failed)
+            result["schedules"][name]["unmeasured_kinds"] = unmeasured
     dense_total = result["schedules"]["dense"]["total_seconds"]
     for entry in result["schedules"].values():
         if dense_total and entry["total_seconds"]:
@@ -284,7 +322,8 @@ def main() -> None:
     ap.add_argument("--part", choices=("pipeline", "steps"), default=None, help="required unless --from-kinds")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--combinations", default=",".join(PIPELINE_COMBINATIONS))
+    ap.add_argument("--combinations", default=",".join(PIPELINE_COMBINATIONS),
+                    help="comma-separated method specs for --part pipeline (commas inside parentheses belong to a spec)")
     ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks the script, times nothing")
     ap.add_argument("--from-kinds", default=None, help="a pipeline_steps_*.json: add --schedules' totals from its measured "
                     "step kinds (no GPU) and write it back")

@@ -148,8 +148,13 @@ class PatchState:
         # The call's text length, once per forward (the cost model and the layout both need it).
         text_len = None if dense_step else self.adapter.text_len(module, args, kwargs)
         # Worked out once per forward: the cost model times the call in the order this forward runs it.
+        # An output kept across forwards (ours, or a diffusers cache enabled before or after patch:
+        # FirstBlockCache, TaylorSeer, ...) must be replayed in the token order it was made in, so
+        # with one every forward of a sparse method takes the same order (tile order where it applies,
+        # dense and reused forwards too).
+        same_order = self.runner is not None and (self.cache is not None or getattr(module, "_cache_config", None) is not None)
         plan = None
-        if self.runner is not None and not (dense_step and self.cache is None):
+        if self.runner is not None and (same_order or not dense_step):
             plan = self._tile_order_plan(module, args, kwargs, ctx.grid)
         cost_dense = not dense_step and not self.decide(args, kwargs, ctx.grid, text_len or 0, plan[0] is not None).sparse
         replay = self.cache.begin_forward(ctx) if self.cache is not None else {}
@@ -194,9 +199,6 @@ class PatchState:
             self._dynamic_computed = torch.zeros((), dtype=torch.float32, device=device)
             if previous is not None:
                 self._dynamic_computed += previous.to(device)
-        # With Broadcast, every forward of a sparse method takes the same token order (tile order where
-        # it applies, dense and all-reused forwards too): a kept output is replayed in the order it was made in.
-        same_order = self.cache is not None and self.runner is not None
         return self._enter_tile_order(plan, args, kwargs, device) if any_sparse or same_order else None
 
     def decide(self, args, kwargs, grid, text_len: int, tiled: bool = False) -> Decision:

@@ -125,3 +125,27 @@ def test_broadcast_refuses_diffusers_attention_broadcast_in_one_line(built):
         assert not ditaccel.is_patched(case.pipe)
     finally:
         transformer.disable_cache()
+
+
+@pytest.mark.parametrize("cache", ["taylorseer_lite", "first_block"])
+def test_a_diffusers_output_cache_with_a_tiled_method_keeps_one_token_order(cache, built):
+    """FirstBlockCache and TaylorSeer keep block or proj_out outputs across steps. A tiled method
+    runs its sparse forwards in tile order; with a diffusers cache enabled its dense forwards do
+    too, so a kept output is reused in the token order it was made in: the result equals the same
+    patch moving tokens per call (tile_order=False). (Before, dense steps ran in model order and
+    TaylorSeer extrapolated across the two orders.)"""
+    case = built.setdefault("wan", BUILDERS["wan"]())
+    method = ditaccel.Neighborhood(window=(3, 3, 3), block_size=64)
+    schedule = ditaccel.Schedule(dense_steps=2, dense_layers=0)
+    call = {**case.call_kwargs, "num_inference_steps": 6, "num_frames": 13, "height": 64, "width": 128}  # grid 4 x 4 x 8
+    outputs = {}
+    for tile_order in (True, False):
+        config = (diffusers.TaylorSeerCacheConfig(use_lite_mode=True, cache_interval=2, disable_cache_before_step=1)
+                  if cache == "taylorseer_lite" else diffusers.FirstBlockCacheConfig(threshold=1.0))
+        with ditaccel.patch(case.pipe, method, schedule=schedule, cache=config, tile_order=tile_order,
+                            force_sparse=True) as handle:
+            outputs[tile_order] = case.pipe(**call, generator=torch.Generator().manual_seed(0)).frames
+            order = handle.summary().token_order.get("WanTransformer3DModel", "")
+        assert ("tile order" in order) == tile_order, order
+    error = float((outputs[True] - outputs[False]).norm() / outputs[False].norm())
+    assert error < 1e-5  # 5e-8 here; 2e-2 with the dense steps in model order
