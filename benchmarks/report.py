@@ -209,28 +209,36 @@ def pipeline_section(path: str) -> list[str]:
     return lines
 
 
-def caches_plot(steps_path: str, eval_dir: str, out: str) -> str | None:
-    """PSNR on the built-in model (the caches' quality study) against the modelled 50-step speed-up at
-    Wan2.1-14B 720p (pipeline_steps_*.json), for the combinations both measured: which one to pick."""
+def caches_plot(steps_path: str, eval_dirs: dict[str, str], out: str) -> str | None:
+    """PSNR on the built-in model (the caches' quality studies, ``eval_dirs``: legend label -> harness
+    output folder) against the modelled 50-step speed-up at Wan2.1-14B 720p (pipeline_steps_*.json),
+    for the combinations both measured: which one to pick."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps = json.load(open(steps_path))["schedules"]
-    table = json.load(open(os.path.join(eval_dir, "results.json")))["aggregates"]
-    points = [(name, entry["speedup_vs_dense"], table[name]["psnr"]) for name, entry in steps.items()
-              if name in table and entry.get("speedup_vs_dense") and table[name].get("psnr")]
-    if not points:
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    drawn = False
+    for k, ((label, eval_dir), marker) in enumerate(zip(eval_dirs.items(), "os^D")):
+        table = json.load(open(os.path.join(eval_dir, "results.json")))["aggregates"]
+        points = [(name, entry["speedup_vs_dense"], table[name]["psnr"]) for name, entry in steps.items()
+                  if name in table and entry.get("speedup_vs_dense") and table[name].get("psnr")]
+        for i, (name, speedup, psnr) in enumerate(points):
+            low, high = psnr["ci95"]
+            ax.errorbar(speedup, psnr["mean"], yerr=[[psnr["mean"] - low], [high - psnr["mean"]]], fmt=marker, capsize=3,
+                        color=f"C{k}", label=label if i == 0 else None)
+            short = name.replace("taylorseer_cache(use_lite_mode=True, ", "taylorseer(").replace("disable_cache_before_step", "warm-up")
+            ax.annotate(short, (speedup, psnr["mean"]), textcoords="offset points", xytext=(6, 4), fontsize=7)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, speedup, psnr in points:
-        low, high = psnr["ci95"]
-        ax.errorbar(speedup, psnr["mean"], yerr=[[psnr["mean"] - low], [high - psnr["mean"]]], fmt="o", capsize=3)
-        ax.annotate(name, (speedup, psnr["mean"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xlabel("50-step speed-up over dense, Wan2.1-14B 720p (H200 step kinds)")
     ax.set_ylabel("PSNR vs dense, built-in model (dB, 95% CI)")
     ax.set_title("Sparse attention and caching: quality against speed", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -342,6 +350,11 @@ def presets_section(path: str) -> list[str]:
     return lines
 
 
+# The caches' quality studies on the built-in model (harness output folders), as the plot labels them.
+CACHE_STUDIES = {"H200, 20 steps, 30 prompts x 2 seeds": "eval_tiny_video_caches",
+                 "CPU, 50 steps, 4 prompts x 1 seed": "eval_tiny_video_taylorseer_cpu"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "results"))
@@ -363,9 +376,10 @@ def main() -> None:
     for path in sorted(glob.glob(os.path.join(args.results, "pipeline_*.json"))):
         lines += pipeline_section(path) + [""]
         gpu = os.path.basename(path).rsplit("_", 1)[-1].removesuffix(".json")
-        caches = os.path.join(args.results, "eval_tiny_video_caches")
-        if "_steps_" in path and os.path.isdir(caches):
-            plot = caches_plot(path, caches, os.path.join(args.results, f"caches_quality_vs_speedup_{gpu}.png"))
+        studies = {label: os.path.join(args.results, folder) for label, folder in CACHE_STUDIES.items()
+                   if os.path.isdir(os.path.join(args.results, folder))}
+        if "_steps_" in path and studies:
+            plot = caches_plot(path, studies, os.path.join(args.results, f"caches_quality_vs_speedup_{gpu}.png"))
             if plot:
                 lines += [f"![quality against 50-step speed-up]({os.path.relpath(plot, os.path.dirname(args.out))})", ""]
     if os.path.exists(args.notes):
