@@ -9,6 +9,7 @@ import argparse
 import glob
 import json
 import os
+import re
 
 
 def fmt(x, nd=2):
@@ -219,7 +220,7 @@ def caches_plot(steps_path: str, eval_dirs: dict[str, str], out: str) -> str | N
     import matplotlib.pyplot as plt
 
     steps = json.load(open(steps_path))["schedules"]
-    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    fig, ax = plt.subplots(figsize=(8.4, 5.0))
     drawn = False
     for k, ((label, eval_dir), marker) in enumerate(zip(eval_dirs.items(), "os^D")):
         table = json.load(open(os.path.join(eval_dir, "results.json")))["aggregates"]
@@ -229,7 +230,8 @@ def caches_plot(steps_path: str, eval_dirs: dict[str, str], out: str) -> str | N
             low, high = psnr["ci95"]
             ax.errorbar(speedup, psnr["mean"], yerr=[[psnr["mean"] - low], [high - psnr["mean"]]], fmt=marker, capsize=3,
                         color=f"C{k}", label=label if i == 0 else None)
-            short = name.replace("taylorseer_cache(use_lite_mode=True, ", "taylorseer(").replace("disable_cache_before_step", "warm-up")
+            short = re.sub(r"taylorseer_cache\(use_lite_mode=True, cache_interval=(\d+), disable_cache_before_step=(\d+)\)",
+                           r"TaylorSeer lite (every \1, after \2)", name)
             ax.annotate(short, (speedup, psnr["mean"]), textcoords="offset points", xytext=(6, 4), fontsize=7)
             drawn = True
     if not drawn:
@@ -238,7 +240,7 @@ def caches_plot(steps_path: str, eval_dirs: dict[str, str], out: str) -> str | N
     ax.set_xlabel("50-step speed-up over dense, Wan2.1-14B 720p (H200 step kinds)")
     ax.set_ylabel("PSNR vs dense, built-in model (dB, 95% CI)")
     ax.set_title("Sparse attention and caching: quality against speed", fontsize=10)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
