@@ -147,12 +147,12 @@ class PatchState:
         # Where sparse attention would not pay on this shape, every layer runs dense (cost_model.py).
         # The call's text length, once per forward (the cost model and the layout both need it).
         text_len = None if dense_step else self.adapter.text_len(module, args, kwargs)
-        # Worked out once per forward: the cost model times the call in the order this forward runs it.
         # An output kept across forwards (ours, or a diffusers cache enabled before or after patch:
         # FirstBlockCache, TaylorSeer, ...) must be replayed in the token order it was made in, so
         # with one every forward of a sparse method takes the same order (tile order where it applies,
         # dense and reused forwards too).
         same_order = self.runner is not None and (self.cache is not None or getattr(module, "_cache_config", None) is not None)
+        # Worked out once per forward: the cost model times the call in the order this forward runs it.
         plan = None
         if self.runner is not None and (same_order or not dense_step):
             plan = self._tile_order_plan(module, args, kwargs, ctx.grid)
