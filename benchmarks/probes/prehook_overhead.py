@@ -6,7 +6,10 @@ pair (the unpatched model against its unpatched twin: the timing's noise floor),
 patch (runs dense) against the twin, and the pre- and post-forward hooks alone on the host (wall
 time per call, the pre-hook's timestep read synchronises). Prints JSON lines; no result file.
 
-Usage: python benchmarks/probes/prehook_overhead.py [--rounds 200]
+With --trace DIR: a torch.profiler trace (CPU and CUDA) of 5 forwards of each (the twin, then the
+patched-but-dense model) written to DIR as Chrome traces, and each one's operator table printed.
+
+Usage: python benchmarks/probes/prehook_overhead.py [--rounds 200] [--trace DIR]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import families as F  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--trace", default=None, help="folder for torch.profiler traces of both forwards")
     ap.add_argument("--device", default="cuda", help="cpu: checks the script (slow at real widths; use --rounds 1)")
     args = ap.parse_args()
     import diffusers
@@ -72,10 +76,30 @@ def main() -> None:
                     times.append((time.perf_counter() - t0) * 1e6)
                 record[f"{name}_hook_us"] = statistics.median(times)
             state.context.tiling = None
+            if args.trace:
+                trace(args, family, {"twin": run(twin), "patched_dense": run(model)})
         print(json.dumps(record), flush=True)
         del model, twin
         if args.device == "cuda":
             torch.cuda.empty_cache()
+
+
+def trace(args, family: str, calls: dict) -> None:
+    """A CPU + CUDA profiler trace of 5 forwards of each call, written as Chrome traces."""
+    from torch.profiler import ProfilerActivity, profile
+
+    os.makedirs(args.trace, exist_ok=True)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    for name, call in calls.items():
+        call()
+        with profile(activities=activities) as prof:
+            for _ in range(5):
+                call()
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+        prof.export_chrome_trace(os.path.join(args.trace, f"{family}_{name}.json"))
+        sort = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
+        print(f"== {family} {name}\n" + prof.key_averages().table(sort_by=sort, row_limit=25), flush=True)
 
 
 if __name__ == "__main__":
