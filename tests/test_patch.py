@@ -159,7 +159,7 @@ def test_summary_prints_a_table(cases):
     assert "blocks.1.attn1" in text and "radial" in text and "density" in text
 
 
-@pytest.mark.parametrize("family", ["wan", "cogvideox", "flux", "ltx"])
+@pytest.mark.parametrize("family", ["wan", "cogvideox", "flux", "ltx", "hunyuan_video"])
 def test_layout_is_built_before_the_first_attention_call(family, cases):
     """The transformer's pre-hook builds the layout eagerly (outside any torch.compile region), so
     a compiled block only looks it up: at the first attention call it must already be cached."""

@@ -95,6 +95,8 @@ class HunyuanVideoAdapter(ModelAdapter):
     family = "hunyuan_video"
     transformer_classes = ("HunyuanVideoTransformer3DModel",)
     text_position = "last"
+    # The refined prompt keeps its (padded) length; padding is masked in the call, not dropped.
+    text_argument = ("encoder_hidden_states", 2)
     layer_groups = (("transformer_blocks", "attn"), ("single_transformer_blocks", "attn"))
     upstream_processors = (HunyuanVideoAttnProcessor2_0,)
     sparse_processor_class = HunyuanVideoSparseProcessor
