@@ -420,6 +420,9 @@ class Summary:
     cross_attention: dict[str, dict[str, int]] = field(default_factory=dict)
     # transformer -> {grid: why it ran sparse or dense there} (cost_model.py)
     decisions: dict[str, dict[tuple, str]] = field(default_factory=dict)
+    # transformer -> the diffusers cache config enabled on it (FirstBlockCache, TaylorSeer, ...): the
+    # blocks and steps it skips are counted here as run (its hooks skip them behind ours).
+    diffusers_caches: dict[str, str] = field(default_factory=dict)
 
     @property
     def compute_fraction(self) -> float | None:
@@ -450,6 +453,8 @@ class Summary:
         # A CPU without a cost model decides nothing: only decisions the cost model made are news.
         lines += [f"{name} on grid {grid}: {why}" for name, grids in self.decisions.items() for grid, why in grids.items()
                   if NO_COST_MODEL not in why]
+        lines += [f"{name}: diffusers' {config} is enabled; the steps and blocks it skips count above as run "
+                  "(ditaccel does not see them), so the compute overstates its work" for name, config in self.diffusers_caches.items()]
         return "\n".join(lines)
 
 
@@ -591,7 +596,7 @@ def unpatch(target) -> None:
 
 
 def summary(target) -> Summary:
-    rows, token_order, cache_bytes, cross_attention, decisions = [], {}, {}, {}, {}
+    rows, token_order, cache_bytes, cross_attention, decisions, diffusers_caches = [], {}, {}, {}, {}, {}
     transformers = transformers_of(target)
     for i, transformer in enumerate(transformers):
         state = getattr(transformer, _STATE_ATTR, None)
@@ -637,10 +642,12 @@ def summary(target) -> Summary:
                                       "reused": sum(cache.reused[k] for k in cache.cross)}
         if state.token_order is not None:
             token_order[label] = state.token_order
+        if getattr(transformer, "_cache_config", None) is not None:
+            diffusers_caches[label] = type(transformer._cache_config).__name__
         if state.decisions:
             decisions[label] = {(grid, text_len) if text_len else grid: ("sparse: " if d.sparse else "dense: ") + d.reason
                                 for (grid, text_len, _), d in state.decisions.items()}
-    return Summary(rows, token_order, cache_bytes, cross_attention, decisions)
+    return Summary(rows, token_order, cache_bytes, cross_attention, decisions, diffusers_caches)
 
 
 def is_patched(target) -> bool:

@@ -93,9 +93,12 @@ def test_patch_takes_a_diffusers_cache_config_and_unpatch_disables_it(built):
     with ditaccel.patch(case.pipe, method, schedule=ditaccel.Schedule()):
         by_hand = case.generate()
     transformer.disable_cache()
-    with ditaccel.patch(case.pipe, method, schedule=ditaccel.Schedule(), cache=diffusers.FirstBlockCacheConfig(threshold=0.2)):
+    with ditaccel.patch(case.pipe, method, schedule=ditaccel.Schedule(), cache=diffusers.FirstBlockCacheConfig(threshold=0.2)) as handle:
         assert transformer.is_cache_enabled
         through_patch = case.generate()
+        # summary() names the diffusers cache: the blocks it skips are counted as run.
+        assert handle.summary().diffusers_caches == {"WanTransformer3DModel": "FirstBlockCacheConfig"}
+        assert "diffusers' FirstBlockCacheConfig is enabled" in str(handle.summary())
     assert not transformer.is_cache_enabled
     assert torch.equal(through_patch, by_hand)
     with ditaccel.patch(case.pipe, cache=diffusers.FirstBlockCacheConfig(threshold=0.2)):  # dense + diffusers' cache
