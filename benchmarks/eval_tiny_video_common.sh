@@ -9,3 +9,13 @@ run_eval() {
   HF_HUB_OFFLINE=1 python -m ditaccel.cli eval --model built-in --prompts held-out --seeds 0,1 --steps 20 \
     --methods "$methods" --out "$out" "$@"
 }
+
+# The quick CPU studies (no GPU at hand): 4 held-out prompts x seed 0, no noise floor, no profile;
+# STEPS as the study needs it (the schedule a 50-step speed-up models, or the suite's 20).
+#   run_eval_cpu OUT_DIR METHODS STEPS [extra ditaccel eval arguments]
+run_eval_cpu() {
+  local out=$1 methods=$2 steps=$3
+  shift 3
+  HF_HUB_OFFLINE=1 python -m ditaccel.cli eval --model built-in --prompts held-out --num-prompts 4 --seeds 0 --steps "$steps" \
+    --no-floor --no-profile --methods "$methods" --out "$out" "$@"
+}

@@ -5,6 +5,7 @@
 # other schedules). On the CPU (about 70 minutes on 2 cores), so 4 held-out prompts x seed 0.
 #   bash benchmarks/eval_tiny_video_taylorseer_cpu.sh [OUT_DIR] [extra ditaccel eval arguments]
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/eval_tiny_video_common.sh"
 OUT=${1:-benchmarks/results/eval_tiny_video_taylorseer_cpu}
 shift || true
 TS="taylorseer_cache(use_lite_mode=True"
@@ -13,5 +14,4 @@ METHODS+=",$TS, cache_interval=3, disable_cache_before_step=12)"
 METHODS+=",radial + $TS, cache_interval=2, disable_cache_before_step=12)"
 METHODS+=",radial + $TS, cache_interval=3, disable_cache_before_step=12)"
 METHODS+=",radial + $TS, cache_interval=2, disable_cache_before_step=3)"
-HF_HUB_OFFLINE=1 python -m ditaccel.cli eval --model built-in --prompts held-out --num-prompts 4 --seeds 0 --steps 50 \
-  --no-floor --no-profile --methods "$METHODS" --out "$OUT" "$@"
+run_eval_cpu "$OUT" "$METHODS" 50 "$@"
