@@ -106,6 +106,25 @@ def test_pooled_buffer_matches_pyramid_pool(N, bs):
         assert int(absent.sum()) == nb * r - len(ref.block)
 
 
+@needs_process
+@pytest.mark.parametrize("dtype", DTYPES[1:])
+def test_pooled_buffer_of_16_bit_views_matches_pyramid_pool(dtype):
+    """The pooling kernel reads [B, N, H, D] views whose token stride is not H * D (k and v sliced
+    out of one fused projection) and averages 16-bit values in fp32 before one rounding."""
+    B, N, H, D, bs = 2, 200, 3, 32, 64
+    g = torch.Generator().manual_seed(7)
+    kv = torch.randn(B, N, 2, H, D, generator=g).to(DEVICE, dtype)
+    k, v = kv[:, :, 0], kv[:, :, 1]
+    assert k.stride(1) == 2 * H * D
+    pooled = pt.pool_kv(k, v, bs)
+    nb = -(-N // bs)
+    for lv in pt.POOLED_LEVELS:
+        ref = pyramid_pool(k, v, lv, bs)
+        rows = pt.pooled_row_offset(lv, nb, bs) + torch.arange(len(ref.block), device=k.device)
+        assert torch.equal(pooled.k[:, rows], ref.k.to(dtype))
+        assert torch.equal(pooled.v[:, rows], ref.v.to(dtype))
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 7, 7), (1, 1, 5, 5), (2, 1, 1, 1)])
 def test_lut_expands_back_to_the_level_map(shape):
     levels = random_levels(shape, seed=3, empty_rows=False)
@@ -327,6 +346,7 @@ def test_custom_op_opcheck_and_compile_without_graph_break():
     torch.library.opcheck(pt.pyramid_attention_op, args, test_utils=("test_schema", "test_faketensor"))
     imp_args = (q, k, torch.arange(nb * 8, device=DEVICE).view(nb, 8) % N, 0.25)
     torch.library.opcheck(pt.block_importance_op, imp_args, test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(pt.pool_op, (k, v, bs), test_utils=("test_schema", "test_faketensor"))
 
     def f(q, k, v):
         return pyramid_forward(q * 1.0, k, v, levels=levels, block_size=bs, scale=None, extra_kv=(kx, vx, kv_len),
