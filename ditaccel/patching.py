@@ -43,6 +43,7 @@ CACHE_TYPES = (Broadcast, ResidualReuse)
 ATTENTION_OUTPUT_CACHES = ("PyramidAttentionBroadcastConfig", "FasterCacheConfig")
 _STATE_ATTR = "_ditaccel_patch"
 NO_COST_MODEL = "no cost model on a CPU"
+DEFERRED_STEPS = 64  # dense forwards whose timestep read may wait (PatchState.catch_up)
 
 
 @dataclass
@@ -98,6 +99,8 @@ class PatchState:
         self.decisions: dict[tuple, Decision] = {}  # (grid, text length) -> dense or sparse, and why
         self.context = StepContext()
         self.history = {layer.index: LayerHistory() for layer in self.layers}
+        # Forwards that ran dense whatever their step (below), their timesteps still on the device.
+        self._deferred: list[tuple[torch.Tensor, object]] = []
         self._densities: dict = {}  # grid -> video block density of the method's layout
         # Dynamic methods: the sum of the computed fractions their sparse calls reported, kept on
         # the device (reading it back every call would synchronise; summary() reads it once). One
@@ -139,10 +142,14 @@ class PatchState:
             self._find_ulysses(module)
         ctx.tiling = None
         ctx.grid = self.adapter.grid(module, args, kwargs)
+        timestep = self.adapter.timestep(args, kwargs)
         timesteps = getattr(self.scheduler, "timesteps", None) if self.scheduler is not None else None
         if timesteps is not None and not isinstance(timesteps, torch.Tensor):
             timesteps = torch.as_tensor(timesteps)
-        ctx.advance(timestep_value(self.adapter.timestep(args, kwargs)), timesteps, self.adapter.timestep_scale)
+        if self._dense_whatever_the_step(module, args, kwargs, timestep):
+            return self._defer_dense_forward(timestep, timesteps)
+        self.catch_up()
+        ctx.advance(timestep_value(timestep), timesteps, self.adapter.timestep_scale)
         dense_step = self.runner is None or self.schedule.step_is_dense(ctx.step, ctx.num_steps, ctx.progress)
         # Where sparse attention would not pay on this shape, every layer runs dense (cost_model.py).
         # The call's text length, once per forward (the cost model and the layout both need it).
@@ -172,17 +179,12 @@ class PatchState:
             else:
                 scheduled_dense = dense_step or self.schedule.layer_is_dense(layer.index)
                 dense = scheduled_dense or cost_dense
-                if dense and not scheduled_dense:
-                    history.cost_dense_steps.add(ctx.step)
+                self._count_computed(history, ctx.step, dense, scheduled_dense, ctx.grid)
                 any_sparse = any_sparse or not dense
                 processor = self.originals[layer.index] if dense else self.sparse[layer.index]
                 if self.cache is not None and layer.index in self.cache.keeping:
                     keeper = self.keepers[layer.index]
                     keeper.inner, processor = processor, keeper
-                (history.dense_steps if dense else history.sparse_steps).add(ctx.step)
-                history.sparse_calls += 0 if dense else 1
-                # A data-dependent method's sparse calls count on the device instead (attend()).
-                history.computed_blocks += 1.0 if dense else self.block_density(ctx.grid) or 0.0
                 if not dense and self.residuals is not None and self.residuals.refresh and self.residuals.config.applies_to(layer.index):
                     history.computed_blocks += self._reference_density(ctx.grid)  # the refresh's reference call
             if layer.module.processor is not processor:
@@ -200,6 +202,59 @@ class PatchState:
             if previous is not None:
                 self._dynamic_computed += previous.to(device)
         return self._enter_tile_order(plan, args, kwargs, device) if any_sparse or same_order else None
+
+    def _count_computed(self, history: LayerHistory, step: int, dense: bool, scheduled_dense: bool, grid) -> None:
+        """One computed (not reused) call of a layer in ``history``."""
+        if dense and not scheduled_dense:
+            history.cost_dense_steps.add(step)
+        (history.dense_steps if dense else history.sparse_steps).add(step)
+        history.sparse_calls += 0 if dense else 1
+        # A data-dependent method's sparse calls count on the device instead (attend()).
+        history.computed_blocks += 1.0 if dense else self.block_density(grid) or 0.0
+
+    def _dense_whatever_the_step(self, module, args, kwargs, timestep) -> bool:
+        """Whether this forward runs every layer dense at any step, so its step can wait: a sparse
+        method the cost model already runs dense on this call's shape, no cache (ours or diffusers')
+        and a timestep tensor. On a GPU reading it makes the host wait for the queued work; on a
+        launch-bound forward the GPU then idles while the host catches up (~2% of an 8 ms forward,
+        probes/prehook_overhead.py's profiler traces)."""
+        if self.runner is None or self.cache is not None or self.residuals is not None or self.force_sparse:
+            return False
+        if not isinstance(timestep, torch.Tensor) or timestep.numel() == 0:
+            return False
+        if getattr(module, "_cache_config", None) is not None:
+            return False
+        grid = self.context.grid
+        tiled = self._tile_order_plan(module, args, kwargs, grid)[0] is not None
+        decision = self.decisions.get((tuple(grid), self.adapter.text_len(module, args, kwargs) or 0, tiled))
+        return decision is not None and not decision.sparse
+
+    def _defer_dense_forward(self, timestep: torch.Tensor, timesteps) -> None:
+        """Run this forward dense and keep its timestep on the device; ``catch_up`` reads it later."""
+        for layer in self.layers:
+            if layer.module.processor is not self.originals[layer.index]:
+                layer.module.processor = self.originals[layer.index]
+        self._deferred.append((timestep.detach().flatten().max().float(), timesteps))
+        if len(self._deferred) >= DEFERRED_STEPS:
+            self.catch_up()
+        return None
+
+    def catch_up(self) -> None:
+        """Advance the step through the deferred dense forwards (one host read for all of them) and
+        count them in the history as the normal path would have."""
+        if not self._deferred:
+            return
+        deferred, self._deferred = self._deferred, []
+        values = torch.stack([t.to(deferred[0][0].device) for t, _ in deferred]).tolist()
+        ctx = self.context
+        for value, (_, timesteps) in zip(values, deferred):
+            ctx.advance(value, timesteps, self.adapter.timestep_scale)
+            dense_step = self.schedule.step_is_dense(ctx.step, ctx.num_steps, ctx.progress)
+            for layer in self.layers:
+                history = self.history[layer.index]
+                history.calls += 1
+                self._count_computed(history, ctx.step, True, dense_step or self.schedule.layer_is_dense(layer.index),
+                                     ctx.grid)
 
     def decide(self, args, kwargs, grid, text_len: int, tiled: bool = False) -> Decision:
         """Sparse or dense on ``grid`` (and the call's text length), decided once per shape, on a GPU
@@ -474,6 +529,7 @@ class PatchHandle:
     def reset_summary(self) -> None:
         """Forget which steps ran dense or sparse so far (e.g. after a warm-up generation)."""
         for state in self.states:
+            state.catch_up()  # the step count goes on; the counts start again
             state.history = {layer.index: LayerHistory() for layer in state.layers}
             state._dynamic_computed = None
             if state.cache is not None:
@@ -602,6 +658,7 @@ def summary(target) -> Summary:
         state = getattr(transformer, _STATE_ATTR, None)
         if state is None:
             raise ValueError(f"{type(transformer).__name__} is not patched by ditaccel")
+        state.catch_up()
         grid = state.context.grid
         sparse = state.runner is not None
         density = state.block_density(grid) if grid is not None and sparse else None

@@ -52,6 +52,34 @@ def test_a_table_that_says_sparse_loses_runs_every_layer_dense_and_says_why(wan)
     assert len(warned) == 1 and "force_sparse=True" in warned[0]
 
 
+def test_forwards_dense_at_any_step_read_their_timestep_later_and_count_the_same(wan, monkeypatch):
+    """Once the table has the shape's verdict (dense), a forward does not read its timestep (on a GPU
+    the read waits for the queued work): the steps are worked out when summary() asks, and the
+    history is the one the step-by-step path writes, dense warm-up steps told from cost-model ones."""
+    import ditaccel.patching as patching
+
+    reads = []
+    real = patching.timestep_value
+    monkeypatch.setattr(patching, "timestep_value", lambda t: reads.append(1) or real(t))
+    table = {wan_shape(): (1.0, 2.0)}
+    schedule = ditaccel.Schedule(dense_steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with ditaccel.patch(wan.pipe, METHOD, schedule=schedule, cost_model=CostModel(table)) as handle:
+            wan.generate()
+            deferred_reads = len(reads)
+            deferred = handle.summary()
+        monkeypatch.setattr(patching.PatchState, "_dense_whatever_the_step", lambda *a: False)
+        with ditaccel.patch(wan.pipe, METHOD, schedule=schedule, cost_model=CostModel(table)) as handle:
+            wan.generate()
+            stepwise = handle.summary()
+    # Three steps of two CFG calls: the two warm-up calls read theirs (no verdict is asked for then),
+    # as does the first call after them (the verdict is looked up); the other three wait.
+    assert deferred_reads == 3
+    assert deferred.rows == stepwise.rows
+    assert all(row["dense_steps"] == [0, 1, 2] and row["cost_dense_steps"] == [1, 2] for row in deferred.rows)
+
+
 def test_a_table_that_says_sparse_wins_runs_sparse(wan):
     _, summary, warned = run(wan, cost_model=CostModel({wan_shape(): (1.0, 0.5)}))
     assert all(row["sparse_steps"] == [0, 1, 2] and not row["cost_dense_steps"] for row in summary.rows)
