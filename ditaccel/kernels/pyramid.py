@@ -236,18 +236,33 @@ def pyramid_levels(
         raise ValueError(f"samples must be an int in [1, block_size={block_size}], got {samples!r}")
 
     importance = _block_importance(q, k, block_size, samples, scale, generator)  # [B, H, nb, nb]
+    return _assign_levels(importance, mode, thresholds, min_full_fraction, fractions, use_triton=_triton_usable(q))
+
+
+def _assign_levels(importance: torch.Tensor, mode: str, thresholds, min_full_fraction: float, fractions,
+                   use_triton: bool) -> torch.Tensor:
+    """int32 levels of an importance map [..., blocks] (pyramid_levels' rules). Rows are sorted
+    stably (equal importance: the lower block index ranks first); ``use_triton``: the tiers and
+    the scatter back in one kernel (pyramid_layout_triton.py), else the torch reference."""
     nb = importance.shape[-1]
-    order = importance.argsort(dim=-1, descending=True)
-    rank = torch.arange(nb, device=q.device)
     if mode == "mass":
-        mass = importance.gather(-1, order)
-        before = mass.cumsum(-1) - mass
-        tier = sum((before >= t).long() for t in thresholds)  # 0..4 -> levels 1, 2, 4, 8, skip
-        tier = torch.where(rank < max(1, math.ceil(min_full_fraction * nb)), 0, tier)
+        bounds, min_full = thresholds, max(1, math.ceil(min_full_fraction * nb))
     else:
-        bounds = [round(c * nb) for c in itertools.accumulate(fractions)]
-        bounds[0] = max(1, bounds[0])
-        tier = sum((rank >= max(b, bounds[0])).long() for b in bounds).expand_as(order)
+        counts = [round(c * nb) for c in itertools.accumulate(fractions)]
+        counts[0] = max(1, counts[0])
+        bounds, min_full = tuple(max(c, counts[0]) for c in counts), 0
+    ranked, order = importance.sort(dim=-1, descending=True, stable=True)
+    if use_triton:
+        from .pyramid_layout_triton import levels_from_sorted
+
+        return levels_from_sorted(ranked, order, mass=mode == "mass", bounds=bounds, min_full=min_full)
+    rank = torch.arange(nb, device=importance.device)
+    if mode == "mass":
+        before = ranked.cumsum(-1) - ranked  # the mass of the blocks ranked ahead
+        tier = sum((before >= t).long() for t in bounds)  # 0..4 -> levels 1, 2, 4, 8, skip
+        tier = torch.where(rank < min_full, 0, tier)
+    else:
+        tier = sum((rank >= b).long() for b in bounds).expand_as(order)
     # Levels 1, 2, 4, 8 for tiers 0..3, 0 for tier 4 (arithmetic: no host-made tensor, no sync).
     level = torch.where(tier < 4, torch.bitwise_left_shift(torch.ones_like(tier), tier.clamp(max=3)), 0).to(torch.int32)
     return torch.empty_like(order, dtype=torch.int32).scatter_(-1, order, level)

@@ -18,14 +18,14 @@ level 8; key block J at level l is the contiguous run of R_l = block_size / l ro
 log-count -inf. ``log_count`` (fp32 [rows], shared by all batches and heads) holds log(count).
 Built by one Triton launch per tensor (``_pool_fwd``): a program averages one key block's rows
 over a slice of their H * D columns for all three levels (each level's strided loads hit the
-block's tile in L2, so DRAM reads k and v once). The torch version it replaced (a strided mean
-per level straight into the buffer) read k and v three times: 3.25 ms at Wan2.1-14B 720p on an
-H200.
+block's tile in L2, so DRAM reads k and v once): 0.80 ms at Wan2.1-14B 720p on an H200, where
+the torch version it replaced (a strided mean per level straight into the buffer, reading k and v
+three times) took 3.31 ms (probes/pyramid_overhead.py).
 
 LUT (``pyramid_lut``). Per (batch|1, head|1, query block): the key blocks sorted by level (1, 2,
 4, 8; skipped blocks last), ascending inside a level, in ``indices`` [Bl, Hl, blocks, blocks], and
 the start of each level's run in ``offsets`` [Bl, Hl, blocks, 5] (offsets[..., 4]: end of the
-level-8 run). Built on the GPU with a stable argsort and counts, no host sync.
+level-8 run). Built on the GPU by pyramid_layout_triton.level_lut (prefix sums, no sort), no host sync.
 
 Kernel (``_pyramid_fwd``). Grid (query tiles of BLOCK_M = min(block_size, 128) rows, B * H). One
 online softmax; one pipelined loop per level, whose tiles always have BLOCK_N rows:
@@ -64,13 +64,14 @@ import triton
 import triton.language as tl
 
 from .block_sparse_triton import LOG2E, _online_softmax, _row_ptrs, _smem_limit, interpreting
+from .pyramid_layout_triton import level_lut
 
 POOLED_LEVELS = (2, 4, 8)  # level 1 is read from k and v in place
 MAX_HEAD_DIM = 128
 
 
 # ----------------------------------------------------------------------------------------------
-# Pooled K/V buffer (a Triton kernel) and LUT (torch ops); no host synchronisation
+# Pooled K/V buffer and LUT (Triton kernels, no host synchronisation)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -145,7 +146,7 @@ def _pool_fwd(X, OUT, stride_xb, stride_xn, stride_ob, stride_on, n_tokens, num_
 
 
 POOL_COLS = 128  # columns of the [tokens, H * D] rows per program
-POOL_WARPS = 4
+POOL_WARPS = 8  # 0.80 ms for k and v at Wan2.1-14B 720p on an H200 (4 warps 0.97, torch 3.31)
 
 
 def pool_fwd(x: torch.Tensor, block_size: int, *, cols: int = POOL_COLS, num_warps: int = POOL_WARPS) -> torch.Tensor:
@@ -187,14 +188,8 @@ def _log_counts(level: int, N: int, nb: int, bs: int, device) -> torch.Tensor:
 
 def pyramid_lut(levels: torch.Tensor) -> PyramidLUT:
     """LUT of an int level map [Bl, Hl, blocks, blocks] (values in {0, 1, 2, 4, 8}; others are not
-    checked here: 3 counts as 2, and so on)."""
-    # Rank 0..3 for levels 1, 2, 4, 8 and 4 for skipped blocks; a stable sort keeps each level's
-    # blocks ascending, which the kernel relies on (the short last block ends its level's run).
-    rank = (levels >= 2).to(torch.uint8) + (levels >= 4).to(torch.uint8) + (levels >= 8).to(torch.uint8)
-    rank = torch.where(levels == 0, 4, rank).to(torch.uint8)
-    indices = torch.argsort(rank, dim=-1, stable=True).to(torch.int32)
-    counts = torch.stack([(rank == i).sum(-1, dtype=torch.int32) for i in range(4)], dim=-1)
-    offsets = torch.nn.functional.pad(counts.cumsum(-1, dtype=torch.int32), (1, 0))
+    checked here: 3 counts as 2, and so on), built by one Triton launch (pyramid_layout_triton.py)."""
+    offsets, indices = level_lut(levels)
     return PyramidLUT(offsets, indices)
 
 
