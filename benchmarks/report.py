@@ -361,7 +361,7 @@ def presets_section(path: str) -> list[str]:
 
 # The caches' quality studies on the built-in model (harness output folders), as the plot labels them.
 CACHE_STUDIES = {"H200, 20 steps, 30 prompts x 2 seeds": "eval_tiny_video_caches",
-                 "CPU, 50 steps, 4 prompts x 1 seed": "eval_tiny_video_taylorseer_cpu"}
+                 "H200, 50 steps, 30 prompts x 2 seeds": "eval_tiny_video_taylorseer"}
 
 
 def main() -> None:

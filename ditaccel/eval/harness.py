@@ -299,11 +299,13 @@ class _Evaluation:
             if not pending:
                 return
             self._warm_up(pending[0], handle.states[0].schedule)
+            summary = None  # of the last generation: the report's per-layer table
             for seed, batch in pending:
                 try:
                     handle.reset_summary()
                     videos, speed = self._generate(batch, seed)
-                    fraction = handle.summary().compute_fraction
+                    summary = handle.summary()
+                    fraction = summary.compute_fraction
                 except Exception as error:  # noqa: BLE001
                     self._fail_all(spec.text, "method", [(seed, batch)], error)
                     continue
@@ -311,10 +313,11 @@ class _Evaluation:
                     self._record(spec.text, "method", p, seed, video, self.dense[(p, seed)], speed, fraction)
                 self._save()
             info["peak_memory_bytes"] = self._peak(spec.text)
-            handle.reset_summary()
             if self.settings.profile_attention:
+                handle.reset_summary()
                 info["attention_share"] = self._attention_share(pending[0])
-            info["summary"] = str(handle.summary())
+                summary = handle.summary()
+            info["summary"] = str(summary if summary is not None else handle.summary())
         except Exception as error:  # noqa: BLE001  (warm-up or profiling failed)
             info["error"] = _one_line(error)
             self._fail_all(spec.text, "method", list(self._pending(spec.text)), error)
