@@ -11,6 +11,7 @@
     radial + broadcast(period=3)           a method with attention caching (``patch(..., cache=)``)
     broadcast(window=(0.2, 0.8))           caching alone, dense attention
     radial + residual_reuse(refresh_every=4)
+    radial + residual_reuse(reference="radial(decay=2.0)")   a sparse reference instead of dense
     radial + first_block_cache(threshold=0.05)   diffusers' caches too (first_block_cache, taylorseer_cache)
 
 Every spec resolves to the arguments of ``ditaccel.patch``, so the harness, ``generate`` and the
@@ -126,6 +127,14 @@ def _parse_cache(part: str, text: str):
     name, body = match.group(1).lower(), match.group(2)
     parameters = _keyword_arguments(body, text) if body is not None else {}
     config_class = CACHE_CONFIGS[name]
+    reference = parameters.get("reference")
+    if config_class is ResidualReuse and isinstance(reference, str) and reference.strip().lower() != DENSE:
+        # A richer sparse reference, written as a method spec inside the string.
+        parsed = _parse_method(reference)
+        if not dataclasses.is_dataclass(parsed.method) or parsed.schedule is not None:
+            raise ValueError(f"residual_reuse(reference=...) in spec {text!r} must be 'dense' or a method config "
+                             f"with arguments and no schedule fields, e.g. reference='radial(decay=2.0)'; got {reference!r}")
+        parameters["reference"] = parsed.method
     if isinstance(config_class, str):
         import diffusers
 

@@ -217,8 +217,13 @@ def test_method_specs_with_a_cache():
     assert specs[1].patch_arguments("wan") == {"method": None, "cache": ditaccel.Broadcast(window=(0.2, 0.8))}
     arguments = specs[2].patch_arguments("wan")
     assert arguments["cache"] == ditaccel.ResidualReuse(refresh_every=4) and arguments["schedule"].dense_steps == 0.3
+    richer = parse_method_spec("neighborhood(window=(3, 3, 3)) + residual_reuse(reference='radial(decay=4.0, block_size=64)')")
+    assert richer.cache == ditaccel.ResidualReuse(reference=ditaccel.Radial(decay=4.0, block_size=64))
     for bad, message in [("radial + broadcast + broadcast", "a method, a cache"), ("dense + broadcast", "cache alone"),
-                         ("broadcast(every=2)", "no parameter 'every'"), ("radial + neighborhood", "a method, a cache")]:
+                         ("broadcast(every=2)", "no parameter 'every'"), ("radial + neighborhood", "a method, a cache"),
+                         ("radial + residual_reuse(reference='radial')", "method config with arguments"),
+                         ("radial + residual_reuse(reference='radial(decay=2.0, dense_steps=2)')", "no schedule fields"),
+                         ("radial + residual_reuse(reference='radial(width=2)')", "no parameter 'width'")]:
         with pytest.raises(ValueError, match=message):
             parse_method_spec(bad)
 
