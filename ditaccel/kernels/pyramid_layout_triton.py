@@ -17,8 +17,9 @@ inside a group, and the start of each group: a block's slot is its group's start
 of blocks of its group before it (one prefix sum per group), so no sort is needed; the torch form
 was a stable argsort of the group ranks.
 
-Measured before (H200, Wan2.1-14B 720p, 40 heads x 591 blocks, probes/pyramid_overhead.py): the
-torch level assignment ~1.9 ms after the importance kernel, the torch LUT 0.99 ms.
+Measured (H200, Wan2.1-14B 720p, 40 heads x 591 blocks, probes/pyramid_overhead.py): the level
+assignment after the importance kernel 0.82 ms with the torch sort (1.9 ms in torch alone), the
+LUT 0.19 ms (0.99 ms by torch's stable argsort).
 """
 
 from __future__ import annotations
