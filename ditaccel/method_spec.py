@@ -128,7 +128,7 @@ def _parse_cache(part: str, text: str):
     parameters = _keyword_arguments(body, text) if body is not None else {}
     config_class = CACHE_CONFIGS[name]
     reference = parameters.get("reference")
-    if config_class is ResidualReuse and isinstance(reference, str) and reference.strip().lower() != DENSE:
+    if config_class is ResidualReuse and isinstance(reference, str) and reference != DENSE:
         # A richer sparse reference, written as a method spec inside the string.
         parsed = _parse_method(reference)
         if not dataclasses.is_dataclass(parsed.method) or parsed.schedule is not None:

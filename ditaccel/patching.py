@@ -224,6 +224,8 @@ class PatchState:
             return False
         if getattr(module, "_cache_config", None) is not None:
             return False
+        if all(decision.sparse for decision in self.decisions.values()):
+            return False  # no shape runs dense (yet): do not work out this forward's plan twice
         grid = self.context.grid
         tiled = self._tile_order_plan(module, args, kwargs, grid)[0] is not None
         decision = self.decisions.get((tuple(grid), self.adapter.text_len(module, args, kwargs) or 0, tiled))
@@ -234,7 +236,8 @@ class PatchState:
         for layer in self.layers:
             if layer.module.processor is not self.originals[layer.index]:
                 layer.module.processor = self.originals[layer.index]
-        self._deferred.append((timestep.detach().flatten().max().float(), timesteps))
+        # In the timestep's own dtype: the value must equal what timestep_value reads (same-step tests use ==).
+        self._deferred.append((timestep.detach().flatten().max(), timesteps))
         if len(self._deferred) >= DEFERRED_STEPS:
             self.catch_up()
         return None

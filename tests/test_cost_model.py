@@ -80,6 +80,16 @@ def test_forwards_dense_at_any_step_read_their_timestep_later_and_count_the_same
     assert all(row["dense_steps"] == [0, 1, 2] and row["cost_dense_steps"] == [1, 2] for row in deferred.rows)
 
 
+def test_a_schedule_that_is_dense_throughout_never_builds_the_layout(wan):
+    """Dense at every step: the method's layout is never asked for, so a window the grid could not
+    hold (8 frames on 5) is not an error (the deferred-timestep check must not build it either)."""
+    plain = wan.generate()
+    with ditaccel.patch(wan.pipe, ditaccel.Neighborhood(window=(8, 8, 8)), schedule=ditaccel.Schedule(dense_steps=3),
+                        cost_model=CostModel()):
+        out = wan.generate()
+    assert torch.equal(out, plain)
+
+
 def test_a_table_that_says_sparse_wins_runs_sparse(wan):
     _, summary, warned = run(wan, cost_model=CostModel({wan_shape(): (1.0, 0.5)}))
     assert all(row["sparse_steps"] == [0, 1, 2] and not row["cost_dense_steps"] for row in summary.rows)

@@ -3,7 +3,7 @@
 On a machine without a GPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set
 before ditaccel's kernels are imported), at tiny sizes and in float32/float16 only: the
 interpreter's bfloat16 dot products are wrong. On a GPU the same tests run compiled, bfloat16
-included. The pooled buffer and the LUT are torch ops and are checked on their own.
+included. The pooled buffer, the LUT and the level tiers are Triton kernels too, checked on their own.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ def random_levels(shape, seed=0, empty_rows=True):
 # --------------------------------------------------------------------------------------------- pooled buffer and LUT
 
 
+@needs_process
 @pytest.mark.parametrize("N,bs", [(150, 32), (150, 64), (128, 32), (300, 128), (40, 16)])
 def test_pooled_buffer_matches_pyramid_pool(N, bs):
     _, k, v = qkv(2, N, 3, 16, seed=1)
@@ -127,6 +128,7 @@ def test_pooled_buffer_of_16_bit_views_matches_pyramid_pool(dtype):
         torch.testing.assert_close(pooled.v[:, rows].float(), ref.v.to(dtype).float(), rtol=eps, atol=eps * 1e-3)
 
 
+@needs_process
 @pytest.mark.parametrize("shape", [(2, 3, 7, 7), (1, 1, 5, 5), (2, 1, 1, 1)])
 def test_lut_expands_back_to_the_level_map(shape):
     levels = random_levels(shape, seed=3, empty_rows=False)

@@ -176,7 +176,7 @@ def pool_op(k: torch.Tensor, v: torch.Tensor, block_size: int) -> tuple[torch.Te
 def _(k, v, block_size):
     B, N, H, D = k.shape
     rows = pooled_rows(-(-N // block_size), block_size)
-    return k.new_empty(B, rows, H, D), v.new_empty(B, rows, H, D)
+    return k.new_empty(B, rows, H, D), v.new_empty(B, rows, *v.shape[2:])
 
 
 def _log_counts(level: int, N: int, nb: int, bs: int, device) -> torch.Tensor:
@@ -525,7 +525,7 @@ def triton_pyramid_attention(
     extra_kv: tuple | None,
 ) -> torch.Tensor:
     """Triton backend of ``pyramid_attention`` (arguments checked by the caller): pooled buffer
-    and LUT built with torch ops on q's device, then the kernel as a custom op. No host
+    and LUT built by their Triton kernels on q's device, then the kernel as a custom op. No host
     synchronisation when ``levels`` (and ``kv_len``) are on q's device."""
     D = q.shape[-1]
     scale = D**-0.5 if scale is None else float(scale)
