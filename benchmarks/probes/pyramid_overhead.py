@@ -23,8 +23,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from attention import CASES, bench  # noqa: E402
 
 from ditaccel.kernels import pyramid_triton as pt  # noqa: E402
-from ditaccel.kernels.pyramid import _block_importance, pyramid_levels  # noqa: E402
+from ditaccel.kernels.pyramid import _block_importance, pyramid_levels, sample_rows  # noqa: E402
 from ditaccel.plugins.pyramid import pyramid_compute_fraction  # noqa: E402
+
+
+IMPORTANCE_CONFIGS = [(128, 4, 3)]  # (rows = cols, num_warps, num_stages): the kernel's default
 
 
 def torch_pool(x: torch.Tensor, bs: int) -> torch.Tensor:
@@ -53,19 +56,17 @@ def main() -> None:
             rec[f"importance_s{samples}_ms"] = bench(lambda: _block_importance(q, k, bs, samples, None, None), 150.0)
             rec[f"levels_s{samples}_ms"] = bench(lambda: pyramid_levels(q, k, block_size=bs, mode="mass", samples=samples), 150.0)
         nb = -(-N // bs)
-        pos = (torch.arange(16, device="cuda") * bs + bs // 2) // 16
-        counts = torch.clamp(N - torch.arange(nb, device="cuda") * bs, max=bs)
-        index = (torch.arange(nb, device="cuda") * bs)[:, None] + pos[None, :] * counts[:, None] // bs
+        index = sample_rows(N, bs, 16, q.device)
         tau = D**-0.5
-        for rows in (128,):
-            for warps in (4,):
-                for stages in (3,):
-                    cfgk = dict(num_warps=warps, num_stages=stages)
-                    try:
-                        t = bench(lambda: pt.block_importance_fwd(q, k, index, tau, rows=rows, cols=rows, config=cfgk), 100.0)
-                    except Exception as e:  # noqa: BLE001 (a config that does not fit is skipped)
-                        t = f"{type(e).__name__}"
-                    rec[f"importance_s16_r{rows}_w{warps}_st{stages}_ms"] = t
+        # Launch configs of the importance kernel at 16 samples (session12_c swept rows 64/128/256 x
+        # warps 4/8 x stages 1/3: logs/session12/c/pyramid_overhead.log; the default won).
+        for rows, warps, stages in IMPORTANCE_CONFIGS:
+            cfgk = dict(num_warps=warps, num_stages=stages)
+            try:
+                t = bench(lambda: pt.block_importance_fwd(q, k, index, tau, rows=rows, cols=rows, config=cfgk), 100.0)
+            except Exception as e:  # noqa: BLE001 (a config that does not fit is skipped)
+                t = f"{type(e).__name__}"
+            rec[f"importance_s16_r{rows}_w{warps}_st{stages}_ms"] = t
         levels = pyramid_levels(q, k, block_size=bs, mode="mass", samples=16)
         rec["lut_ms"] = bench(lambda: pt.pyramid_lut(levels), 100.0)
         rec["fraction_ms"] = bench(lambda: pyramid_compute_fraction(levels, N, bs), 100.0)

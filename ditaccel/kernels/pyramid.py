@@ -268,19 +268,26 @@ def _assign_levels(importance: torch.Tensor, mode: str, thresholds, min_full_fra
     return torch.empty_like(order, dtype=torch.int32).scatter_(-1, order, level)
 
 
+def sample_rows(num_tokens: int, block_size: int, samples: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """long [blocks, samples]: the token rows the importance pass samples in each block, the same
+    positions in every block (centres of equal strata, or random ones drawn with ``generator``)."""
+    if generator is None:
+        pos = (torch.arange(samples, device=device) * block_size + block_size // 2) // samples
+    else:
+        pos = torch.randperm(block_size, generator=generator)[:samples].sort().values.to(device)  # one small copy
+    nb = -(-num_tokens // block_size)
+    counts = torch.clamp(num_tokens - torch.arange(nb, device=device) * block_size, max=block_size)
+    # A short last block samples the same relative positions, squeezed into the tokens it has.
+    return (torch.arange(nb, device=device) * block_size)[:, None] + pos[None, :] * counts[:, None] // block_size
+
+
 def _block_importance(q, k, block_size: int, samples: int, scale, generator, use_triton: bool | None = None) -> torch.Tensor:
     """[B, H, blocks, blocks] importance (pyramid_levels' docstring). ``use_triton``: None picks the
     Triton kernel on CUDA when usable (one pass, a few launches); False the chunked torch version."""
     B, N, H, D = q.shape
     tau = D**-0.5 if scale is None else scale
-    if generator is None:
-        pos = (torch.arange(samples, device=q.device) * block_size + block_size // 2) // samples  # centres of equal strata
-    else:
-        pos = torch.randperm(block_size, generator=generator)[:samples].sort().values.to(q.device)  # one small copy
-    nb = -(-N // block_size)
-    counts = torch.clamp(N - torch.arange(nb, device=q.device) * block_size, max=block_size)
-    # A short last block samples the same relative positions, squeezed into the tokens it has.
-    index = (torch.arange(nb, device=q.device) * block_size)[:, None] + pos[None, :] * counts[:, None] // block_size
+    index = sample_rows(N, block_size, samples, q.device, generator)
+    nb = index.shape[0]
     if use_triton is None:
         use_triton = (_triton_usable(q) and q.dtype in (torch.float16, torch.bfloat16, torch.float32) and D <= 128
                       and samples <= 128 and tau > 0)
