@@ -296,7 +296,6 @@ def bench_dynamic(name: str, cfg: dict, methods: list[str], args, gpu: str) -> l
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from ditaccel.kernels import piecewise_triton as pwt, pyramid_triton as pyt
-    from ditaccel.kernels.pyramid import pyramid_levels
     from ditaccel.plugins.piecewise import piecewise_compute_fraction
     from ditaccel.plugins.sparse_attention import SparseAttention
     from ditaccel.presets import preset
@@ -323,6 +322,8 @@ def bench_dynamic(name: str, cfg: dict, methods: list[str], args, gpu: str) -> l
         method = preset(method_name, family)[0]
         if method_name == "pyramid" and args.pyramid_samples:
             method = dataclasses.replace(method, samples=args.pyramid_samples)
+        if method_name == "pyramid" and args.pyramid_importance:
+            method = dataclasses.replace(method, importance=args.pyramid_importance)
         # The method's token order: its blocks (and pyramid's data-dependent levels) depend on it.
         q, k, v, text_mask = dynamic_inputs(cfg, tiling=method.tiling(grid))
         qv, kv, vv = (x[:, video] for x in (q, k, v))
@@ -337,9 +338,7 @@ def bench_dynamic(name: str, cfg: dict, methods: list[str], args, gpu: str) -> l
         nb = -(-n_video // bs)
         if method_name == "pyramid":
             def method_levels():  # the method's own importance pass, as the runtime runs it
-                return pyramid_levels(qv, kv, block_size=bs, mode=method.mode, thresholds=method.thresholds,
-                                      min_full_fraction=method.min_full_fraction, fractions=method.fractions,
-                                      samples=method.samples)
+                return method.levels(qv, kv, vv)
 
             levels = method_levels()
 
@@ -458,6 +457,8 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the output file name")
     ap.add_argument("--pyramid-samples", type=int, default=None,
                     help="importance samples per block for pyramid (default: the preset's, block_size // 4)")
+    ap.add_argument("--pyramid-importance", choices=("sampled", "score"), default=None,
+                    help="pyramid's importance estimate (default: the preset's)")
     ap.add_argument("--rounds", type=int, default=3, help="timing rounds, interleaved over the variants (median kept)")
     args = ap.parse_args()
     t_start = time.time()

@@ -20,6 +20,9 @@ Computed fraction (all FLOP-proportional shares of dense attention):
 - Pyramid: sum over (query block, key block) pairs of 1/level for level > 0, over all pairs.
 - Not counted for any method: the selection / importance pre-pass.
 
+Pyramid runs with each importance estimate of ``pyramid_levels``: the paper's sampled max logits
+(variants "mode=mass", "mode=fraction") and piecewise's block score ("...,importance=score").
+
 Runs on a CPU with the PyTorch reference backends (quality, not speed).
 
     python benchmarks/fidelity.py [--out benchmarks/results/fidelity] [--steps 2 10 18] [--layers 1 3]
@@ -78,9 +81,13 @@ METHODS = (  # (method, variant): the lines of the plot
     ("piecewise", "order=1"),
     ("pyramid", "mode=mass"),
     ("pyramid", "mode=fraction"),
+    ("pyramid", "mode=mass,importance=score"),
+    ("pyramid", "mode=fraction,importance=score"),
 )
 COLORS = {"topk": "black", "piecewise/order=0": "tab:orange", "piecewise/order=1": "tab:red",
-          "pyramid/mode=mass": "tab:blue", "pyramid/mode=fraction": "tab:cyan"}
+          "pyramid/mode=mass": "tab:blue", "pyramid/mode=fraction": "tab:cyan",
+          "pyramid/mode=mass,importance=score": "tab:purple", "pyramid/mode=fraction,importance=score": "tab:green"}
+IMPORTANCES = ("sampled", "score")  # pyramid_levels' importance estimates (the variant names "importance=score")
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -241,28 +248,31 @@ def sweep(q, k, v, tag: dict) -> list[dict]:
             out = piecewise_attention(q, k, v, selected=selected, block_size=BLOCK_SIZE, order=order)
             add("piecewise", f"order={order}", param, fraction, overhead, out)
 
-    for target in TARGET_FRACTIONS:
-        fractions = scaled_fractions(target)
-        levels = pyramid_levels(q, k, block_size=BLOCK_SIZE, mode="fraction", fractions=fractions)
-        param = {"target": target, "fractions": [round(f, 5) for f in fractions]}
-        add("pyramid", "mode=fraction", param, pyramid_fraction(levels), None,
-            pyramid_attention(q, k, v, levels=levels, block_size=BLOCK_SIZE))
+    for importance in IMPORTANCES:
+        suffix = "" if importance == "sampled" else f",importance={importance}"
+        for target in TARGET_FRACTIONS:
+            fractions = scaled_fractions(target)
+            levels = pyramid_levels(q, k, v, block_size=BLOCK_SIZE, mode="fraction", fractions=fractions, importance=importance)
+            param = {"target": target, "fractions": [round(f, 5) for f in fractions]}
+            add("pyramid", "mode=fraction" + suffix, param, pyramid_fraction(levels), None,
+                pyramid_attention(q, k, v, levels=levels, block_size=BLOCK_SIZE))
 
-    by_scale = {}
-    for s in MASS_SCALES:
-        thresholds = tuple(min(1.0, t * s) for t in MASS_THRESHOLDS)
-        levels = pyramid_levels(q, k, block_size=BLOCK_SIZE, mode="mass", thresholds=thresholds)
-        by_scale[s] = (thresholds, pyramid_fraction(levels), levels)
-    chosen = []
-    for target in TARGET_FRACTIONS:
-        s = min(by_scale, key=lambda s: abs(by_scale[s][1] - target))
-        if s not in chosen:
-            chosen.append(s)
-    for s in chosen:
-        thresholds, fraction, levels = by_scale[s]
-        param = {"target": min(TARGET_FRACTIONS, key=lambda t: abs(fraction - t)), "threshold_scale": round(s, 5), "thresholds": [round(t, 5) for t in thresholds],
-                 "min_full_fraction": MIN_FULL_FRACTION}
-        add("pyramid", "mode=mass", param, fraction, None, pyramid_attention(q, k, v, levels=levels, block_size=BLOCK_SIZE))
+        by_scale = {}
+        for s in MASS_SCALES:
+            thresholds = tuple(min(1.0, t * s) for t in MASS_THRESHOLDS)
+            levels = pyramid_levels(q, k, v, block_size=BLOCK_SIZE, mode="mass", thresholds=thresholds, importance=importance)
+            by_scale[s] = (thresholds, pyramid_fraction(levels), levels)
+        chosen = []
+        for target in TARGET_FRACTIONS:
+            s = min(by_scale, key=lambda s: abs(by_scale[s][1] - target))
+            if s not in chosen:
+                chosen.append(s)
+        for s in chosen:
+            thresholds, fraction, levels = by_scale[s]
+            param = {"target": min(TARGET_FRACTIONS, key=lambda t: abs(fraction - t)), "threshold_scale": round(s, 5),
+                     "thresholds": [round(t, 5) for t in thresholds], "min_full_fraction": MIN_FULL_FRACTION}
+            add("pyramid", "mode=mass" + suffix, param, fraction, None,
+                pyramid_attention(q, k, v, levels=levels, block_size=BLOCK_SIZE))
     return records
 
 
@@ -443,7 +453,7 @@ def main() -> None:
                          "(block_size x blocks) per query block, reported apart, not added; the order-1 term "
                          "(one D x D matvec per query, D / 2N of dense) is not added either",
             "pyramid": "mean over (query block, key block) pairs of 1/level for level > 0, 0 for skipped pairs",
-            "not_counted": "piecewise selection statistics and pyramid's sampled importance pre-pass",
+            "not_counted": "piecewise selection statistics and pyramid's importance pre-pass (sampled or score)",
         },
         "rel_l2": "||out - dense||_2 / ||dense||_2 over the whole [B, N, H, D] output",
         "densities": list(DENSITIES),
@@ -452,6 +462,8 @@ def main() -> None:
         "pyramid_mass_mode": "preset MASS_THRESHOLDS scaled by s (clipped at 1) from a 48-point grid; per input, the s "
                              "whose computed fraction is closest to each target (duplicates dropped); min_full_fraction "
                              "and samples (block_size // 4, evenly spaced) at their defaults",
+        "pyramid_importance": "sampled: the paper's max logits of sampled tokens (the variants without a suffix); "
+                              "score: softmax over key blocks of tau qbar.kbar + log(||H_J||_F + 1e-5) (',importance=score')",
         "targets": list(TARGET_FRACTIONS),
         "synthetic": {"grid_thw": list(grid), "tokens": math.prod(grid), "heads": args.heads, "head_dim": args.head_dim,
                       "sigma": args.sigma, "own": args.own, "seed": args.seed, "token_order": args.token_order,

@@ -73,8 +73,9 @@ def _spy(monkeypatch):
 @pytest.mark.parametrize(
     "method",
     [ditaccel.Piecewise(density=0.3), ditaccel.TopK(density=0.3, token_order="raster"),
-     ditaccel.Pyramid(mode="fraction", fractions=(0.3, 0.2, 0.2, 0.2), block_size=64)],
-    ids=["piecewise", "topk-raster", "pyramid"],
+     ditaccel.Pyramid(mode="fraction", fractions=(0.3, 0.2, 0.2, 0.2), block_size=64),
+     ditaccel.Pyramid(mode="mass", block_size=64, importance="score")],
+    ids=["piecewise", "topk-raster", "pyramid", "pyramid-score"],
 )
 def test_sparse_call_equals_the_functional_layer_on_the_method_token_order(family, method, cases, monkeypatch):
     """Video queries: the functional layer on the video tokens in the method's order, valid text
@@ -108,7 +109,8 @@ def test_sparse_call_equals_the_functional_layer_on_the_method_token_order(famil
         elif isinstance(method, ditaccel.TopK):
             ref = topk_attention(qv, kv, vv, density=0.3, scale=scale, backend="reference", extra_kv=extra)
         else:
-            levels = pyramid_levels(qv, kv, block_size=64, mode="fraction", fractions=method.fractions, scale=scale)
+            levels = pyramid_levels(qv, kv, vv, block_size=64, mode=method.mode, fractions=method.fractions, scale=scale,
+                                    importance=method.importance)
             ref = pyramid_attention(qv, kv, vv, levels=levels, block_size=64, scale=scale, backend="reference", extra_kv=extra)
         got = out[:, video] if call["tiled"] else tiling.to_canonical(out[:, video])
         torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-4)
@@ -176,6 +178,7 @@ def test_presets_and_specs():
     assert spec.method == ditaccel.Piecewise(density=0.2, order=0)
     assert spec.patch_arguments("wan")["schedule"].dense_steps == 0.1
     assert parse_method_spec("topk").method == "topk"
+    assert parse_method_spec("pyramid(mode='mass', importance='score')").method == ditaccel.Pyramid(mode="mass", importance="score")
 
 
 @pytest.mark.parametrize(
@@ -188,6 +191,8 @@ def test_presets_and_specs():
         (lambda: ditaccel.Pyramid(fractions=(0.5, 0.5, 0.5, 0.0)), "fractions"),
         (lambda: ditaccel.Pyramid(thresholds=(0.5, 0.4, 0.6, 0.8)), "thresholds"),
         (lambda: ditaccel.Pyramid(samples=0), "samples"),
+        (lambda: ditaccel.Pyramid(importance="oracle"), "importance"),
+        (lambda: ditaccel.Pyramid(importance="score", samples=16), "samples"),
         (lambda: ditaccel.Piecewise(block_size=32), "block_size"),
     ],
 )

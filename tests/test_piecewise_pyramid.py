@@ -3,6 +3,7 @@ rebuilt here with plain torch ops and loops over blocks (nothing from the module
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -17,7 +18,7 @@ from ditaccel.kernels import (
     pyramid_levels,
     topk_attention,
 )
-from ditaccel.kernels.pyramid import BLOCK_FRACTIONS
+from ditaccel.kernels.pyramid import BLOCK_FRACTIONS, score_importance
 
 
 def random_qkv(batch=2, seq=45, heads=2, dim=16, seed=0, dtype=torch.float32):
@@ -288,6 +289,28 @@ def test_pyramid_levels_mass_dominant_block_is_exact():
     assert ((flat == 1).sum(-1) > 1).all()
 
 
+def test_pyramid_score_importance_is_the_softmax_of_piecewise_score():
+    """importance="score", computed here from its definition: softmax over key blocks of tau *
+    qbar_I . kbar_J + log(||H_J||_F + 1e-5), a short last block averaging the tokens it has."""
+    q, k, v = (x.double() for x in random_qkv(seq=75, seed=21))
+    bs, tau, nb = 16, 0.3, 5
+    got = score_importance(q, k, v, bs, tau)
+    want = torch.empty_like(got)
+    for b, h, i in itertools.product(range(2), range(2), range(nb)):
+        qbar = q[b, i * bs : (i + 1) * bs, h].mean(0)
+        scores = []
+        for j in range(nb):
+            kj, vj = k[b, j * bs : (j + 1) * bs, h], v[b, j * bs : (j + 1) * bs, h]
+            kbar = kj.mean(0)
+            hj = (kj - kbar).T @ vj
+            scores.append(tau * qbar @ kbar + torch.log(torch.linalg.norm(hj) + 1e-5))
+        want[b, h, i] = torch.softmax(torch.stack(scores), 0)
+    torch.testing.assert_close(got, want)
+    # the levels follow that ranking: in fraction mode the top block of each row is exact
+    levels = pyramid_levels(q, k, v, block_size=bs, mode="fraction", scale=tau, importance="score")
+    assert (levels.gather(-1, want.argmax(-1, keepdim=True)) == 1).all()
+
+
 # --------------------------------------------------------------------------------------------- bad input
 
 
@@ -328,3 +351,9 @@ def test_bad_inputs_name_the_parameter():
         pyramid_levels(q, k, block_size=16, mode="fraction", fractions=(0.5, 0.5, 0.5, 0.0))
     with pytest.raises(ValueError, match="q and k"):
         pyramid_levels(q, k[:, :16], block_size=16)
+    with pytest.raises(ValueError, match=r"importance.*'sampled', 'score'"):
+        pyramid_levels(q, k, v, block_size=16, importance="oracle")
+    with pytest.raises(ValueError, match="importance='score' needs v"):
+        pyramid_levels(q, k, block_size=16, importance="score")
+    with pytest.raises(ValueError, match="samples"):
+        pyramid_levels(q, k, v, block_size=16, importance="score", samples=4)

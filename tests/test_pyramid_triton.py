@@ -31,6 +31,7 @@ from ditaccel.kernels.pyramid import (  # noqa: E402
     pyramid_forward,
     pyramid_levels,
     pyramid_pool,
+    score_importance,
 )
 
 DEVICE = "cuda" if CUDA else "cpu"
@@ -350,6 +351,18 @@ def test_importance_kernel_matches_torch(N, bs, samples, gen):
     assert torch.allclose(fast.sum(-1), torch.ones_like(fast.sum(-1)), atol=1e-5)
 
 
+@needs_process
+@pytest.mark.parametrize("N,bs,D", [(150, 32, 32), (300, 128, 48)])
+def test_score_importance_kernel_matches_torch(N, bs, D):
+    """importance="score" through piecewise's statistics kernel (head dim padded to a power of two)
+    against the PyTorch statistics."""
+    q, k, v = qkv(2, N, 2, D, seed=N + 1)
+    fast = score_importance(q, k, v, bs, 0.2, use_triton=True)
+    slow = score_importance(q, k, v, bs, 0.2, use_triton=False)
+    assert fast.shape == slow.shape == (2, 2, -(-N // bs), -(-N // bs))
+    assert torch.allclose(fast, slow.float(), rtol=1e-4 if not CUDA else 2e-2, atol=1e-6)
+
+
 @pytest.mark.skipif(not CUDA, reason="host synchronisation is only observable on a GPU")
 @pytest.mark.parametrize("mode", ["mass", "fraction"])
 def test_runtime_path_never_synchronises(mode):
@@ -362,6 +375,8 @@ def test_runtime_path_never_synchronises(mode):
     torch.cuda.set_sync_debug_mode("error")
     try:
         levels = pyramid_levels(q, k, block_size=128, mode=mode)
+        pyramid_forward(q, k, v, levels=levels, block_size=128, scale=None, extra_kv=(kx, vx, kv_len))
+        levels = pyramid_levels(q, k, v, block_size=128, mode=mode, importance="score")
         pyramid_forward(q, k, v, levels=levels, block_size=128, scale=None, extra_kv=(kx, vx, kv_len))
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -37,10 +37,15 @@ import torch
 
 from .. import checks
 from .attention import BACKENDS, _check_qkv, _check_triton_inputs, _triton_usable
-from .piecewise import _check_block_size, _compute_dtype
+from .piecewise import NORM_EPS, _check_block_size, _compute_dtype, blocked, piecewise_statistics
+from .piecewise import _use_triton as _piecewise_use_triton
 from .reference import masked_softmax, query_block_chunks
 
 LEVELS = (0, 1, 2, 4, 8)  # 0 = skip
+# How a call estimates the (query block, key block) importance the levels are assigned from:
+# "sampled" (the paper's: max logits of sampled tokens) or "score" (piecewise's block score
+# tau qbar.kbar + log ||H_J||, softmax over key blocks; no samples, one statistics pass).
+IMPORTANCE = ("sampled", "score")
 
 # Presets of the PSA repository (ziplab/Pyramid-Sparse-Attention, configs/attention_config.yaml,
 # as summarised in /work/shared/notes/sparse_methods.md section 3.2 and SPEC 4.4).
@@ -199,6 +204,7 @@ def _reference_pyramid(q, k, v, levels, block_size: int, scale: float | None, ex
 def pyramid_levels(
     q: torch.Tensor,
     k: torch.Tensor,
+    v: torch.Tensor | None = None,
     *,
     block_size: int = 128,
     mode: str = "mass",
@@ -208,14 +214,18 @@ def pyramid_levels(
     samples: int | None = None,
     scale: float | None = None,
     generator: torch.Generator | None = None,
+    importance: str = "sampled",
 ) -> torch.Tensor:
     """int32 ``[B, H, blocks, blocks]`` levels in {0, 1, 2, 4, 8} for ``pyramid_attention``.
 
-    Importance (PSA): ``samples`` query tokens per query block and key tokens per key block (default
-    block_size // 4, the same positions in every block: evenly spaced, or random when a
-    ``generator`` is given, as in the paper); per sampled query row the max logit inside each key
-    block, ``exp(max - row max)``, the max over the block's sampled rows, normalised to sum 1 per
-    query block. Then per query block, key blocks sorted by importance:
+    Importance, ``importance="sampled"`` (PSA): ``samples`` query tokens per query block and key
+    tokens per key block (default block_size // 4, the same positions in every block: evenly
+    spaced, or random when a ``generator`` is given, as in the paper); per sampled query row the max
+    logit inside each key block, ``exp(max - row max)``, the max over the block's sampled rows,
+    normalised to sum 1 per query block. ``importance="score"`` (needs ``v``): the softmax over key
+    blocks of piecewise's selection score ``tau * qbar_I . kbar_J + log(||H_J||_F + 1e-5)``, from
+    block means and one statistics pass instead of sampled logits (benchmarks/fidelity.py compares
+    the two). Then per query block, key blocks sorted by importance:
 
     - mode "mass": a block takes the level of the interval its preceding cumulative mass falls in,
       ``thresholds`` being the upper bounds for levels 1, 2, 4, 8 (beyond the last: skipped), and at
@@ -228,15 +238,23 @@ def pyramid_levels(
         raise ValueError(f"q and k must both be [batch, seq, heads, head_dim]; got {tuple(q.shape)}, {tuple(k.shape)}")
     _check_block_size(block_size)
     checks.choice("mode", mode, MODES)
+    checks.choice("importance", importance, IMPORTANCE)
     thresholds = check_level_fractions("thresholds", thresholds, cumulative=True)
     fractions = check_level_fractions("fractions", fractions, cumulative=False)
     checks.number_in("min_full_fraction", min_full_fraction, 0.0, 1.0)
-    samples = max(1, block_size // 4) if samples is None else samples
-    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= block_size:
-        raise ValueError(f"samples must be an int in [1, block_size={block_size}], got {samples!r}")
-
-    importance = _block_importance(q, k, block_size, samples, scale, generator)  # [B, H, nb, nb]
-    return _assign_levels(importance, mode, thresholds, min_full_fraction, fractions, use_triton=_triton_usable(q))
+    if importance == "score":
+        if v is None or v.shape != q.shape:
+            raise ValueError("importance='score' needs v, shaped as q ([batch, seq, heads, head_dim]): "
+                             f"got {None if v is None else tuple(v.shape)}")
+        if samples is not None or generator is not None:
+            raise ValueError("samples and generator apply to importance='sampled' only; importance='score' samples nothing")
+        weights = score_importance(q, k, v, block_size, scale)
+    else:
+        samples = max(1, block_size // 4) if samples is None else samples
+        if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= block_size:
+            raise ValueError(f"samples must be an int in [1, block_size={block_size}], got {samples!r}")
+        weights = _block_importance(q, k, block_size, samples, scale, generator)  # [B, H, nb, nb]
+    return _assign_levels(weights, mode, thresholds, min_full_fraction, fractions, use_triton=_triton_usable(q))
 
 
 def _assign_levels(importance: torch.Tensor, mode: str, thresholds, min_full_fraction: float, fractions,
@@ -307,6 +325,26 @@ def _block_importance(q, k, block_size: int, samples: int, scale, generator, use
         rel = torch.exp(block_max - block_max.amax(-1, keepdim=True)).amax(3)  # [B, H, i, nb]
         importance[:, :, sl] = rel / rel.sum(-1, keepdim=True)
     return importance
+
+
+def score_importance(q, k, v, block_size: int, scale, use_triton: bool | None = None) -> torch.Tensor:
+    """[B, H, blocks, blocks] softmax over key blocks of ``tau * qbar_I . kbar_J + log(||H_J||_F +
+    1e-5)`` (pyramid_levels' importance="score"). ``use_triton``: None takes piecewise's statistics
+    kernel on CUDA when usable (no host synchronisation); False the PyTorch statistics."""
+    B, N, H, D = q.shape
+    tau = D**-0.5 if scale is None else scale
+    if use_triton is None:
+        use_triton = _piecewise_use_triton("auto", q, block_size)
+    if use_triton:
+        from .piecewise_triton import _kernel_inputs, piecewise_statistics_op
+
+        qbar, kbar, hnorm, *_ = piecewise_statistics_op(*_kernel_inputs(q, k, v), block_size, False)
+        score = torch.baddbmm(torch.log(hnorm + NORM_EPS)[:, None, :], qbar, kbar.transpose(1, 2), alpha=float(tau))
+        return torch.softmax(score, dim=-1).view(B, H, *score.shape[1:])
+    stats = piecewise_statistics(k, v, block_size)
+    qbar = blocked(q.to(stats.kbar.dtype), block_size).sum(3) / stats.counts[:, None]
+    score = tau * qbar @ stats.kbar.transpose(-1, -2) + torch.log(torch.linalg.matrix_norm(stats.h) + NORM_EPS)[:, :, None, :]
+    return torch.softmax(score, dim=-1)
 
 
 def _check_levels(levels, q: torch.Tensor, block_size: int) -> torch.Tensor:

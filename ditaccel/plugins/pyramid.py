@@ -17,7 +17,7 @@ import torch
 
 from .. import checks
 from ..kernels.pyramid import (
-    BLOCK_FRACTIONS, MASS_THRESHOLDS, MIN_FULL_FRACTION, MODES, check_level_fractions, pyramid_forward, pyramid_levels,
+    BLOCK_FRACTIONS, IMPORTANCE, MASS_THRESHOLDS, MIN_FULL_FRACTION, MODES, check_level_fractions, pyramid_forward, pyramid_levels,
 )
 from ..kernels.tiling import Grid, TokenTiling
 from .dynamic import TOKEN_ORDERS, dynamic_tiling
@@ -36,7 +36,10 @@ class Pyramid:
         fractions: mode "fraction": fractions of the blocks at levels 1, 2, 4, 8 (the rest
             skipped). Default (0.10, 0.05, 0.0, 0.20): about 15% of dense compute.
         block_size: tokens per query/key block (128 as in the paper, or 64).
-        samples: sampled tokens per block for the importance estimate (default block_size // 4).
+        samples: importance "sampled": sampled tokens per block (default block_size // 4).
+        importance: how each call ranks the key blocks of a query block: "sampled" (the paper's
+            max logits of sampled tokens) or "score" (piecewise's block score, softmax over key
+            blocks: one statistics pass, no samples; see benchmarks/fidelity.py for the two).
         token_order: "tiled" (blocks are 3-D tiles of the latent grid) or "raster".
     """
 
@@ -46,6 +49,7 @@ class Pyramid:
     fractions: tuple[float, float, float, float] = BLOCK_FRACTIONS
     block_size: int = 128
     samples: int | None = None
+    importance: str = "sampled"
     token_order: str = "tiled"
 
     name = "pyramid"
@@ -55,6 +59,9 @@ class Pyramid:
         checks.choice("mode", self.mode, MODES)
         checks.block_size(self.block_size)
         checks.choice("token_order", self.token_order, TOKEN_ORDERS)
+        checks.choice("importance", self.importance, IMPORTANCE)
+        if self.importance == "score" and self.samples is not None:
+            raise ValueError("samples applies to importance='sampled' only; importance='score' samples nothing")
         checks.number_in("min_full_fraction", self.min_full_fraction, 0.0, 1.0)
         object.__setattr__(self, "thresholds", check_level_fractions("thresholds", self.thresholds, cumulative=True))
         object.__setattr__(self, "fractions", check_level_fractions("fractions", self.fractions, cumulative=False))
@@ -73,18 +80,20 @@ class Pyramid:
         """q, k, v: [B, N, H, D] video tokens in this method's token order; ``extra_kv`` = (k, v,
         kv_len) attended exactly (text). Returns (output, computed fraction of the video-video
         attention: a 0-dim tensor, each block pair at level l counting 1/l of its keys)."""
-        levels = pyramid_levels(q, k, block_size=self.block_size, mode=self.mode, thresholds=self.thresholds,
-                                min_full_fraction=self.min_full_fraction, fractions=self.fractions,
-                                samples=self.samples, scale=scale)
+        levels = self.levels(q, k, v, scale)
         out = pyramid_forward(q, k, v, levels=levels, block_size=self.block_size, scale=scale, backend=backend,
                                 extra_kv=extra_kv)
         return out, pyramid_compute_fraction(levels, q.shape[1], self.block_size)
 
+    def levels(self, q, k, v, scale=None) -> torch.Tensor:
+        """int32 [B, H, blocks, blocks] levels of one call's q, k, v (``pyramid_levels``)."""
+        return pyramid_levels(q, k, v, block_size=self.block_size, mode=self.mode, thresholds=self.thresholds,
+                              min_full_fraction=self.min_full_fraction, fractions=self.fractions, samples=self.samples,
+                              scale=scale, importance=self.importance)
+
     def block_codes(self, q, k, v, *, scale=None) -> torch.Tensor:
         """int8 [B, H, blocks, blocks] of one call's q, k: 2 = exact (level 1), 1 = pooled (2, 4, 8), 0 = skipped."""
-        levels = pyramid_levels(q, k, block_size=self.block_size, mode=self.mode, thresholds=self.thresholds,
-                                min_full_fraction=self.min_full_fraction, fractions=self.fractions,
-                                samples=self.samples, scale=scale)
+        levels = self.levels(q, k, v, scale)
         return (levels == 1).to(torch.int8) + (levels > 0).to(torch.int8)
 
 
