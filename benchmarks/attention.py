@@ -322,6 +322,8 @@ def bench_dynamic(name: str, cfg: dict, methods: list[str], args, gpu: str) -> l
         method = preset(method_name, family)[0]
         if method_name == "pyramid" and args.pyramid_samples:
             method = dataclasses.replace(method, samples=args.pyramid_samples)
+        if method_name == "pyramid" and args.pyramid_mode:
+            method = dataclasses.replace(method, mode=args.pyramid_mode)
         if method_name == "pyramid" and args.pyramid_importance:
             method = dataclasses.replace(method, importance=args.pyramid_importance)
         # The method's token order: its blocks (and pyramid's data-dependent levels) depend on it.
@@ -457,6 +459,8 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the output file name")
     ap.add_argument("--pyramid-samples", type=int, default=None,
                     help="importance samples per block for pyramid (default: the preset's, block_size // 4)")
+    ap.add_argument("--pyramid-mode", choices=("mass", "fraction"), default=None,
+                    help="pyramid's mode (default: the preset's)")
     ap.add_argument("--pyramid-importance", choices=("sampled", "score"), default=None,
                     help="pyramid's importance estimate (default: the preset's)")
     ap.add_argument("--rounds", type=int, default=3, help="timing rounds, interleaved over the variants (median kept)")
