@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED=1
   > $OUT/eval_residual_reference.log 2>&1
 rm -rf $OUT/eval_tiny_video_residual_reference/frames $OUT/eval_tiny_video_residual_reference/strips
 tail -3 $OUT/eval_residual_reference.log | cut -c1-200
-source benchmarks/eval_tiny_video_common.sh
+source benchmarks/eval_tiny_video_common.sh  # (run_eval is a function: `timeout run_eval` below failed; session13_c.sh re-runs it)
 F="fractions=(0.25, 0.1, 0.1, 0.2), dense_steps=0.24, dense_layers=1"
 (time timeout 80 run_eval $OUT/eval_tiny_video_pyramid_importance_b "pyramid(mode='fraction', $F),pyramid(mode='fraction', importance='score', $F)" \
   --no-floor --quiet) > $OUT/eval_pyramid_importance_b.log 2>&1
