@@ -320,12 +320,11 @@ def bench_dynamic(name: str, cfg: dict, methods: list[str], args, gpu: str) -> l
     records = []
     for method_name in methods:
         method = preset(method_name, family)[0]
-        if method_name == "pyramid" and args.pyramid_samples:
-            method = dataclasses.replace(method, samples=args.pyramid_samples)
-        if method_name == "pyramid" and args.pyramid_mode:
-            method = dataclasses.replace(method, mode=args.pyramid_mode)
-        if method_name == "pyramid" and args.pyramid_importance:
-            method = dataclasses.replace(method, importance=args.pyramid_importance)
+        if method_name == "pyramid":
+            # One replace (the config checks its fields together); samples imply the sampled estimate.
+            changes = {"mode": args.pyramid_mode, "samples": args.pyramid_samples,
+                       "importance": args.pyramid_importance or ("sampled" if args.pyramid_samples else None)}
+            method = dataclasses.replace(method, **{k: v for k, v in changes.items() if v is not None})
         # The method's token order: its blocks (and pyramid's data-dependent levels) depend on it.
         q, k, v, text_mask = dynamic_inputs(cfg, tiling=method.tiling(grid))
         qv, kv, vv = (x[:, video] for x in (q, k, v))
@@ -458,7 +457,8 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new cases after this many seconds")
     ap.add_argument("--tag", default="", help="suffix of the output file name")
     ap.add_argument("--pyramid-samples", type=int, default=None,
-                    help="importance samples per block for pyramid (default: the preset's, block_size // 4)")
+                    help="importance samples per block for pyramid (default: block_size // 4); implies "
+                         "--pyramid-importance sampled unless that is given")
     ap.add_argument("--pyramid-mode", choices=("mass", "fraction"), default=None,
                     help="pyramid's mode (default: the preset's)")
     ap.add_argument("--pyramid-importance", choices=("sampled", "score"), default=None,

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Pyramid's importance estimate end to end (issue 12): the paper's sampled max logits against
-# piecewise's block score (importance='score'), in both modes, on the full held-out suite of
-# eval_tiny_video_common.sh, with top-k at neighbouring compute in the same run; the fraction
-# preset with 16 importance samples per block too (its GPU cost: attention.py --pyramid-samples 16).
+# piecewise's block score (importance='score'), on the full held-out suite of
+# eval_tiny_video_common.sh, with top-k at neighbouring compute in the same run; fraction mode with
+# 16 importance samples per block too (its GPU cost: attention.py --pyramid-samples 16). Mind the
+# first pair: "pyramid" is the built-in (Wan) model's preset, mode "mass", while
+# "pyramid(importance='score')" starts from Pyramid's own defaults, mode "fraction" (as every
+# config written with arguments): two modes at 0.553 and 0.404 of dense compute, not one. The
+# rows with "mode='fraction'" compare the estimates in one mode.
 #   bash benchmarks/eval_tiny_video_pyramid_importance.sh [OUT_DIR] [extra ditaccel eval arguments]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/eval_tiny_video_common.sh"

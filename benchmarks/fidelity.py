@@ -321,13 +321,14 @@ def verdicts(records: list[dict]) -> dict:
 
 
 def summary_table(records: list[dict]) -> str:
-    lines = [f"{'input':<22} {'method':<24} {'computed fraction -> rel L2'}"]
+    width = max(len(f"{m}/{v}") for m, v in METHODS)
+    lines = [f"{'input':<22} {'method':<{width}} {'computed fraction -> rel L2'}"]
     for name in sorted({_input_name(r) for r in records}, key=lambda n: (n != "synthetic", n)):
         rs = [r for r in records if _input_name(r) == name]
         for method, variant in METHODS:
             f, e = _line(rs, method, variant)
             cells = "  ".join(f"{fi:.3f}:{ei:.4f}" for fi, ei in zip(f, e))
-            lines.append(f"{name:<22} {method + ('/' + variant if variant != '-' else ''):<24} {cells}")
+            lines.append(f"{name:<22} {method + ('/' + variant if variant != '-' else ''):<{width}} {cells}")
     return "\n".join(lines)
 
 
@@ -461,7 +462,7 @@ def main() -> None:
                                  "so they sum to <= 1)",
         "pyramid_mass_mode": "preset MASS_THRESHOLDS scaled by s (clipped at 1) from a 48-point grid; per input, the s "
                              "whose computed fraction is closest to each target (duplicates dropped); min_full_fraction "
-                             "and samples (block_size // 4, evenly spaced) at their defaults",
+                             "and, for the sampled estimate, samples (block_size // 4, evenly spaced) at their defaults",
         "pyramid_importance": "sampled: the paper's max logits of sampled tokens (the variants without a suffix); "
                               "score: softmax over key blocks of tau qbar.kbar + log(||H_J||_F + 1e-5) (',importance=score')",
         "targets": list(TARGET_FRACTIONS),

@@ -57,8 +57,9 @@ _TOPK = {family: (TopK(density=m.density, block_size=m.block_size), s) for famil
 # The fraction preset ranks blocks by piecewise's block score (importance="score", our choice), not
 # by the paper's sampled max logits: at its 15% of compute it scores better end to end on the
 # built-in model (benchmarks/results/eval_tiny_video_pyramid_importance, H200, 30 held-out prompts x
-# 2 seeds: 24.08 dB / SSIM 0.902 / LPIPS 0.087 against 23.08 / 0.807 / 0.100, both at 0.489 of dense
-# compute; top-k there 22.38 / 0.859 / 0.077 at 0.484), beats top-k at more captured points
+# 2 seeds, both with the piecewise schedule, 24% of the steps and the first layer dense: 24.08 dB /
+# SSIM 0.902 / LPIPS 0.087 against 23.08 / 0.807 / 0.100, both at 0.489 of dense compute; top-k there
+# 22.38 / 0.859 / 0.077 at 0.484), beats top-k at more captured points
 # (benchmarks/results/fidelity_tiled: 21 of 24 against 17), and its importance pass is one
 # statistics read instead of ~3% of dense compute (HunyuanVideo 720p: 68.2 ms, 4.56x cuDNN, 5.9%
 # overhead, against 83.4 ms, 3.71x, 22%). At richer splits the sampled estimate did better (fractions

@@ -1,5 +1,5 @@
 # H200 call 1 of session 13 (issues 12, 13):
-# 1. pyramid's importance="score" on the GPU: its tests in bf16 (kernel vs torch, no host sync);
+# 1. pyramid's importance="score" on the GPU: its tests (kernel vs torch in fp32/fp16, no host sync in bf16);
 # 2. attention.py's pyramid rows with importance="score" (Wan2.1-14B 720p mass preset,
 #    HunyuanVideo 720p fraction preset), overhead and speed-up against cuDNN in the same run;
 # 3. the end-to-end studies on the built-in model's full held-out suite: pyramid's importance

@@ -196,12 +196,19 @@ def _reference_piecewise(q, k, v, selected, block_size: int, scale: float | None
     return out.transpose(1, 2).to(q.dtype)
 
 
-def _select(q, stats: PiecewiseStatistics, density: float, block_size: int, scale: float | None) -> torch.Tensor:
+def block_scores(q, stats: PiecewiseStatistics, block_size: int, scale: float | None) -> torch.Tensor:
+    """[B, H, blocks, blocks] selection score ``tau * qbar_I . kbar_J + log(||H_J||_F + 1e-5)`` of
+    every (query block, key block) pair (piecewise's and top-k's selection, pyramid's
+    importance="score"); ``piecewise_triton.block_scores`` is the same on the statistics kernel's output."""
     D = q.shape[-1]
     tau = D**-0.5 if scale is None else scale
     qbar = blocked(q, block_size).sum(3) / stats.counts[:, None]
     bias = torch.log(torch.linalg.matrix_norm(stats.h) + NORM_EPS)  # [B, H, blocks]
-    score = tau * qbar @ stats.kbar.transpose(-1, -2) + bias[:, :, None, :]
+    return tau * qbar @ stats.kbar.transpose(-1, -2) + bias[:, :, None, :]
+
+
+def _select(q, stats: PiecewiseStatistics, density: float, block_size: int, scale: float | None) -> torch.Tensor:
+    score = block_scores(q, stats, block_size, scale)
     nb = score.shape[-1]
     keep = max(1, math.floor(density * nb + 1e-9))  # the guard keeps e.g. 0.29 * 100 at 29
     top = score.topk(keep, dim=-1).indices

@@ -627,11 +627,16 @@ def _kernel_inputs(q, k, v):
     return q, k, v
 
 
+def block_scores(qbar: torch.Tensor, kbar: torch.Tensor, hnorm: torch.Tensor, tau: float) -> torch.Tensor:
+    """fp32 [BH, blocks, blocks] selection scores (``piecewise.block_scores``) from the statistics op's
+    qbar, kbar and ||H_J||_F."""
+    return torch.baddbmm(torch.log(hnorm + NORM_EPS)[:, None, :], qbar, kbar.transpose(1, 2), alpha=float(tau))
+
+
 def select_blocks(qbar: torch.Tensor, kbar: torch.Tensor, hnorm: torch.Tensor, tau: float, keep: int):
     """LUT (int32 [BH, blocks, keep], sorted) and selected map (uint8 [BH, blocks, blocks]) of the
     ``keep`` key blocks of highest score per query block; all on the device, no host sync."""
-    score = torch.baddbmm(torch.log(hnorm + NORM_EPS)[:, None, :], qbar, kbar.transpose(1, 2), alpha=tau)
-    return select_top_blocks_op(score, keep)
+    return select_top_blocks_op(block_scores(qbar, kbar, hnorm, tau), keep)
 
 
 def lut_from_mask(selected: torch.Tensor, batch: int, heads: int):

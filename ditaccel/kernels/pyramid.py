@@ -7,7 +7,8 @@ count * e^{tau q.kbar} and the normaliser still counts the tokens it stands for 
 section 3). A short last group (end of a short block) is the mean of the tokens present and
 carries log of their count. All levels share one softmax per query row.
 
-``pyramid_levels`` assigns the levels per call from sampled tokens, by cumulative importance mass
+``pyramid_levels`` assigns the levels per call from an importance estimate (the paper's sampled
+tokens, or piecewise's block score with ``importance="score"``), by cumulative importance mass
 (mode "mass") or by fixed fractions of blocks per level (mode "fraction").
 
 q, k, v are ``[B, N, H, D]`` in canonical order; blocks are consecutive runs of ``block_size``
@@ -37,7 +38,7 @@ import torch
 
 from .. import checks
 from .attention import BACKENDS, _check_qkv, _check_triton_inputs, _triton_usable
-from .piecewise import NORM_EPS, _check_block_size, _compute_dtype, blocked, piecewise_statistics
+from .piecewise import _check_block_size, _compute_dtype, block_scores, piecewise_statistics
 from .piecewise import _use_triton as _piecewise_use_triton
 from .reference import masked_softmax, query_block_chunks
 
@@ -336,15 +337,12 @@ def score_importance(q, k, v, block_size: int, scale, use_triton: bool | None = 
     if use_triton is None:
         use_triton = _piecewise_use_triton("auto", q, block_size)
     if use_triton:
-        from .piecewise_triton import _kernel_inputs, piecewise_statistics_op
+        from .piecewise_triton import _kernel_inputs, block_scores as kernel_block_scores, piecewise_statistics_op
 
         qbar, kbar, hnorm, *_ = piecewise_statistics_op(*_kernel_inputs(q, k, v), block_size, False)
-        score = torch.baddbmm(torch.log(hnorm + NORM_EPS)[:, None, :], qbar, kbar.transpose(1, 2), alpha=float(tau))
+        score = kernel_block_scores(qbar, kbar, hnorm, tau)
         return torch.softmax(score, dim=-1).view(B, H, *score.shape[1:])
-    stats = piecewise_statistics(k, v, block_size)
-    qbar = blocked(q.to(stats.kbar.dtype), block_size).sum(3) / stats.counts[:, None]
-    score = tau * qbar @ stats.kbar.transpose(-1, -2) + torch.log(torch.linalg.matrix_norm(stats.h) + NORM_EPS)[:, :, None, :]
-    return torch.softmax(score, dim=-1)
+    return torch.softmax(block_scores(q, piecewise_statistics(k, v, block_size), block_size, tau), dim=-1)
 
 
 def _check_levels(levels, q: torch.Tensor, block_size: int) -> torch.Tensor:

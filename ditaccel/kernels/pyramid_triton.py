@@ -45,7 +45,7 @@ which the level-1 loop alone 27.4 ms (74% of cuDNN's dense rate) and the level-2
 ~9.5 ms each (~55%: 15-tile loops whose gathered K/V get 2 pipeline buffers, not 3). One merged
 loop over every pooled row (levels mixed inside a tile, a per-row log2(count) bias) ran 59.5 ms.
 
-Importance (``block_importance_fwd``), pyramid_levels' per-call cost: the sampled query rows of
+Importance (``block_importance_fwd``), pyramid_levels' per-call cost with importance="sampled": the sampled query rows of
 ``128 // samples`` query blocks per program against all sampled keys, per sampled row the max
 logit inside each key block; the block maxima go to a scratch buffer while the row max is
 tracked, then are read back as exp(max - row max), maxed over each query block's rows and

@@ -1,7 +1,8 @@
 """Pyramid attention (PSA, "Pyramid Sparse Attention"): every (query block, key block) pair is
 computed at a resolution, not kept or dropped.
 
-Per attention call, importance is estimated from sampled tokens; per query block the key blocks,
+Per attention call, importance is estimated from sampled tokens (or, ``importance="score"``, from
+piecewise's block score: the non-Wan preset's choice); per query block the key blocks,
 sorted by importance, get level 1 (exact), 2, 4 or 8 (keys and values averaged over groups of
 that many consecutive tokens, the logit raised by log of the group size) or are skipped, by
 cumulative importance mass ("mass", the paper's Wan presets) or by fixed fractions of the blocks
@@ -92,7 +93,7 @@ class Pyramid:
                               scale=scale, importance=self.importance)
 
     def block_codes(self, q, k, v, *, scale=None) -> torch.Tensor:
-        """int8 [B, H, blocks, blocks] of one call's q, k: 2 = exact (level 1), 1 = pooled (2, 4, 8), 0 = skipped."""
+        """int8 [B, H, blocks, blocks] of one call's q, k, v: 2 = exact (level 1), 1 = pooled (2, 4, 8), 0 = skipped."""
         levels = self.levels(q, k, v, scale)
         return (levels == 1).to(torch.int8) + (levels > 0).to(torch.int8)
 
