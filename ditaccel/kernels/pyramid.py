@@ -239,7 +239,7 @@ def pyramid_levels(
         raise ValueError(f"q and k must both be [batch, seq, heads, head_dim]; got {tuple(q.shape)}, {tuple(k.shape)}")
     _check_block_size(block_size)
     checks.choice("mode", mode, MODES)
-    checks.choice("importance", importance, IMPORTANCE)
+    check_importance(importance, samples, block_size, generator)
     thresholds = check_level_fractions("thresholds", thresholds, cumulative=True)
     fractions = check_level_fractions("fractions", fractions, cumulative=False)
     checks.number_in("min_full_fraction", min_full_fraction, 0.0, 1.0)
@@ -247,15 +247,21 @@ def pyramid_levels(
         if v is None or v.shape != q.shape:
             raise ValueError("importance='score' needs v, shaped as q ([batch, seq, heads, head_dim]): "
                              f"got {None if v is None else tuple(v.shape)}")
-        if samples is not None or generator is not None:
-            raise ValueError("samples and generator apply to importance='sampled' only; importance='score' samples nothing")
         weights = score_importance(q, k, v, block_size, scale)
     else:
         samples = max(1, block_size // 4) if samples is None else samples
-        if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= block_size:
-            raise ValueError(f"samples must be an int in [1, block_size={block_size}], got {samples!r}")
         weights = _block_importance(q, k, block_size, samples, scale, generator)  # [B, H, nb, nb]
     return _assign_levels(weights, mode, thresholds, min_full_fraction, fractions, use_triton=_triton_usable(q))
+
+
+def check_importance(importance: str, samples, block_size: int, generator=None) -> None:
+    """The importance estimate and its sampling arguments (``pyramid_levels``, ``Pyramid``): samples
+    an int in [1, block_size] or None (block_size // 4), and only with importance="sampled"."""
+    checks.choice("importance", importance, IMPORTANCE)
+    if importance == "score" and (samples is not None or generator is not None):
+        raise ValueError("samples and generator apply to importance='sampled' only; importance='score' samples nothing")
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= block_size):
+        raise ValueError(f"samples must be None or an int in [1, block_size={block_size}], got {samples!r}")
 
 
 def _assign_levels(importance: torch.Tensor, mode: str, thresholds, min_full_fraction: float, fractions,

@@ -18,7 +18,8 @@ import torch
 
 from .. import checks
 from ..kernels.pyramid import (
-    BLOCK_FRACTIONS, IMPORTANCE, MASS_THRESHOLDS, MIN_FULL_FRACTION, MODES, check_level_fractions, pyramid_forward, pyramid_levels,
+    BLOCK_FRACTIONS, MASS_THRESHOLDS, MIN_FULL_FRACTION, MODES, check_importance, check_level_fractions, pyramid_forward,
+    pyramid_levels,
 )
 from ..kernels.tiling import Grid, TokenTiling
 from .dynamic import TOKEN_ORDERS, dynamic_tiling
@@ -60,15 +61,10 @@ class Pyramid:
         checks.choice("mode", self.mode, MODES)
         checks.block_size(self.block_size)
         checks.choice("token_order", self.token_order, TOKEN_ORDERS)
-        checks.choice("importance", self.importance, IMPORTANCE)
-        if self.importance == "score" and self.samples is not None:
-            raise ValueError("samples applies to importance='sampled' only; importance='score' samples nothing")
         checks.number_in("min_full_fraction", self.min_full_fraction, 0.0, 1.0)
         object.__setattr__(self, "thresholds", check_level_fractions("thresholds", self.thresholds, cumulative=True))
         object.__setattr__(self, "fractions", check_level_fractions("fractions", self.fractions, cumulative=False))
-        if self.samples is not None and (isinstance(self.samples, bool) or not isinstance(self.samples, int)
-                                         or not 1 <= self.samples <= self.block_size):
-            raise ValueError(f"samples must be None or an int in [1, block_size={self.block_size}], got {self.samples!r}")
+        check_importance(self.importance, self.samples, self.block_size)
 
     def tiling(self, grid: Grid) -> TokenTiling:
         return dynamic_tiling(tuple(grid), self.block_size, self.token_order)
