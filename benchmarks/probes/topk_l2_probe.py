@@ -12,6 +12,11 @@ block reads:
 - ``band``: query block i reads the ``keep`` blocks around block i (neighbours share almost all);
 - ``random``: a random sorted subset per query block (no locality at all).
 
+and one candidate fix, ``real/split2`` and ``real/split3``: the real selection run as 2 or 3 launches,
+each over the key blocks of one contiguous range (a head's K/V footprint per launch halved or cut to a
+third); timed without the log-sum-exp merge it would need (about 0.5 ms of memory traffic at these
+sizes), to see whether the ranges run at a higher rate.
+
 It prints, per case and variant, the kernel time, the rate per computed block against cuDNN dense
 (video tokens only, same run) and the union of key blocks that 264 consecutive query blocks (two
 programs per SM, in launch order) read, as a fraction of all key blocks. ``--ncu CASE VARIANT``
@@ -81,11 +86,23 @@ def union_fraction(lut: torch.Tensor, nb: int) -> float:
     return float(windows.float().mean())
 
 
-def kernel_fn(q, k, v, lut, keep, bs):
+def kernel_fn(q, k, v, lut, keep, bs, counts=None):
     cfg = pwt.default_config(q.shape[-1], bs)
     tau = q.shape[-1] ** -0.5
-    return lambda: pwt.piecewise_attention_fwd(q, k, v, lut, None, None, None, None, None, None, None, None, tau, bs, keep,
+    return lambda: pwt.piecewise_attention_fwd(q, k, v, lut, counts, None, None, None, None, None, None, None, tau, bs, keep,
                                                 config=cfg)
+
+
+def split_fn(q, k, v, lut, keep, bs, nb, parts):
+    """The LUT cut into ``parts`` contiguous key ranges, one launch each (entries left-packed, counts per row)."""
+    bounds = [nb * i // parts for i in range(parts + 1)]
+    launches = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        inside = (lut >= lo) & (lut < hi)
+        order = torch.sort((~inside).to(torch.uint8), dim=-1, stable=True).indices
+        part = torch.gather(lut, -1, order).contiguous()
+        launches.append(kernel_fn(q, k, v, part, keep, bs, inside.sum(-1, dtype=torch.int32).contiguous()))
+    return lambda: [f() for f in launches]
 
 
 def main() -> None:
@@ -121,6 +138,10 @@ def main() -> None:
                        in_flight_union=union_fraction(lut, nb),
                        union_mb_per_head=union_fraction(lut, nb) * q.shape[1] * q.shape[3] * 2 * 2 / 1e6)
             print(json.dumps(rec), flush=True)
+        for parts in (2, 3):
+            ms = bench(split_fn(q, k, v, tables["real"], keep, method.block_size, nb, parts), 200.0)
+            print(json.dumps(dict(case=case, variant=f"real/split{parts}", kernel_ms=ms, cudnn_dense_ms=dense_ms,
+                                  rate_vs_cudnn=keep / nb * dense_ms / ms)), flush=True)
         del q, k, v, qd, kd, vd, tables
         torch.cuda.empty_cache()
 
