@@ -6,9 +6,9 @@
                                            None from the model's preset)
     neighborhood(window=(8,8,8), stride=2) ditaccel.Neighborhood(...): the config's own defaults
                                            for the rest, not the preset's window
-    pyramid(samples=16)                    ditaccel.Pyramid(samples=16): mode "fraction" (the
-                                           config's default) on every model, also where the
-                                           "pyramid" preset is mode "mass" (Wan)
+    pyramid(samples=16)                    ditaccel.Pyramid(samples=16): the config's defaults for
+                                           the rest (mode "fraction", the paper's sampled
+                                           importance), not the preset's importance="score"
     radial(decay=0.5, dense_steps=0.3)     Schedule fields change those fields of the model's
                                            default schedule
     radial + broadcast(period=3)           a method with attention caching (``patch(..., cache=)``)

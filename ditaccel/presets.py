@@ -51,23 +51,29 @@ _PIECEWISE = {
 }
 # Top-k: the keep-or-drop baseline, on piecewise's blocks and schedules.
 _TOPK = {family: (TopK(density=m.density, block_size=m.block_size), s) for family, (m, s) in _PIECEWISE.items()}
-# Pyramid (PSA, configs/attention_config.yaml): Wan2.1 by cumulative mass (0.4 / 0.5 / 0.6 / 0.8,
-# at least 6% exact), CogVideoX and the families it has no preset for by block fractions
-# (10% / 5% / 0 / 20%, about 15% of dense compute); 15 of 50 steps dense, no dense layer.
-# The fraction preset ranks blocks by piecewise's block score (importance="score", our choice), not
-# by the paper's sampled max logits: at its 15% of compute it scores better end to end on the
-# built-in model (benchmarks/results/eval_tiny_video_pyramid_importance, H200, 30 held-out prompts x
-# 2 seeds, both with the piecewise schedule, 24% of the steps and the first layer dense: 24.08 dB /
-# SSIM 0.902 / LPIPS 0.087 against 23.08 / 0.807 / 0.100, both at 0.489 of dense compute; top-k there
-# 22.38 / 0.859 / 0.077 at 0.484), beats top-k at more captured points
-# (benchmarks/results/fidelity_tiled: 21 of 24 against 17), and its importance pass is one
-# statistics read instead of ~3% of dense compute (HunyuanVideo 720p: 68.2 ms, 4.56x cuDNN, 5.9%
-# overhead, against 83.4 ms, 3.71x, 22%). At richer splits the sampled estimate did better (fractions
-# (0.25, 0.1, 0.1, 0.2): 28.93 dB against 27.50), and mass mode needs it: the softmax of block scores
-# is flat, so the mass thresholds keep ~40% of the blocks at Wan 720p.
+# Pyramid (PSA): the authors' presets (configs/attention_config.yaml) are Wan2.1 by cumulative mass
+# (0.4 / 0.5 / 0.6 / 0.8, at least 6% exact; `Pyramid(mode="mass")`) and CogVideoX by block fractions
+# (10% / 5% / 0 / 20%, about 15% of dense compute), 15 of 50 steps dense, no dense layer. Ours, for
+# every family: the fractions, with the blocks ranked by piecewise's block score (importance="score")
+# instead of the paper's sampled max logits. Evidence, on the built-in (Wan) model's full held-out
+# suite (H200, 30 prompts x 2 seeds, the preset's schedule):
+# - against the Wan mass preset at equal compute (benchmarks/results/eval_tiny_video_pyramid_wan_preset):
+#   fractions (0.25, 0.1, 0.1, 0.2) with the score 28.17 dB / SSIM 0.946 / LPIPS 0.040 at 0.543 of dense
+#   compute against mass 26.09 / 0.905 / 0.032 at 0.553 (PSNR and SSIM intervals apart, LPIPS's
+#   overlapping); the default fractions 24.67 / 0.905 / 0.080 at 0.404, mass at lower thresholds 25.07 /
+#   0.885 / 0.040 at 0.489 and 23.53 / 0.857 / 0.058 at 0.429;
+# - against the sampled estimate in fraction mode (eval_tiny_video_pyramid_importance, piecewise's
+#   schedule): 24.08 / 0.902 / 0.087 against 23.08 / 0.807 / 0.100, both at 0.489 (top-k 22.38 / 0.859 /
+#   0.077 at 0.484); at richer splits the sampled estimate does better (29.67 / 0.955 / 0.014 at 0.543
+#   above), but its importance pass is ~3% of dense compute;
+# - speed (attention.py, H200): the score's pass is one statistics read: Wan2.1-14B 720p 46.7 ms, 4.51x
+#   cuDNN, 8.7% overhead; HunyuanVideo 720p 68.2 ms, 4.56x, 5.9%; against the mass preset's 39% at Wan
+#   and the sampled fractions' 22% at HunyuanVideo;
+# - per call on captured q, k, v (benchmarks/results/fidelity_tiled): beats top-k at 21 of 24 points
+#   (sampled: 17). In mass mode the score is a poor ranking: its softmax is flat, so the thresholds
+#   keep ~40% of the blocks at Wan 720p.
 _PYRAMID_WARMUP = 0.3
 _PYRAMID = {
-    "wan": (Pyramid(mode="mass"), Schedule(dense_steps=_PYRAMID_WARMUP)),
     "default": (Pyramid(mode="fraction", importance="score"), Schedule(dense_steps=_PYRAMID_WARMUP)),
 }
 PRESETS = {"radial": _RADIAL, "neighborhood": _NEIGHBORHOOD, "piecewise": _PIECEWISE, "pyramid": _PYRAMID, "topk": _TOPK}

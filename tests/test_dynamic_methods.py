@@ -171,8 +171,8 @@ def test_presets_and_specs():
     from ditaccel.presets import preset
 
     method, schedule = preset("pyramid", "wan")
-    assert method.mode == "mass" and schedule.dense_steps == 0.3
-    assert preset("pyramid", "cogvideox")[0] == ditaccel.Pyramid(mode="fraction", importance="score")
+    assert method == ditaccel.Pyramid(mode="fraction", importance="score") and schedule.dense_steps == 0.3
+    assert preset("pyramid", "cogvideox")[0] == method
     assert preset("piecewise", "flux")[1].dense_layers == 4
     spec = parse_method_spec("piecewise(density=0.2, order=0, dense_steps=0.1)")
     assert spec.method == ditaccel.Piecewise(density=0.2, order=0)
