@@ -196,6 +196,56 @@ def test_descriptor_loads(order):
 
 
 @needs_process
+@pytest.mark.parametrize("order", [0, 1, None], ids=["order0", "order1", "topk"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_key_ranges_continue_one_softmax(order, dtype):
+    """The exact phase as several launches over contiguous key ranges (what a call whose K/V
+    overflow L2 does) equals one launch and the reference: rows whose blocks all sit in one range,
+    rows with none in the first range, a row with no block at all, the short last block, the text keys
+    (attended once, in the first launch) and the summary phase."""
+    B, N, H, D, bs, M = 2, 168, 2, 32, 16, 24  # 11 blocks, the last of 8 tokens
+    q, k, v = qkv(B, N, H, D, dtype, seed=61)
+    ke, ve = extra_keys(B, M, H, D, dtype, seed=62)
+    kv_len = torch.tensor([M, 7], device=DEVICE)
+    nb = 11
+    selected = random_selection((B, H, nb, nb), p=0.3, seed=63)
+    selected[0, 0, 0] = False
+    selected[0, 0, 0, :3] = True  # every block in the first range
+    selected[0, 1, 4] = False
+    selected[0, 1, 4, [8, nb - 1]] = True  # none in the first ranges, the short last block
+    selected[1, 0, 6] = False  # nothing exact: text keys (and summaries) only
+    kw = dict(selected=selected, block_size=bs, extra_kv=(ke, ve, kv_len))
+    ref = reference(order, q, k, v, **kw)
+    call = dict(density=None, selected=selected, block_size=bs, order=order, scale=None, extra_kv=(ke, ve, kv_len))
+    one = pt.triton_piecewise_attention(q, k, v, **call, kv_ranges=1)
+    for ranges in (3, nb):
+        out = pt.triton_piecewise_attention(q, k, v, **call, kv_ranges=ranges)
+        assert rel_err(out, ref) < TOL[dtype], (ranges, rel_err(out, ref))
+        assert rel_err(out, one) < (1e-5 if dtype == torch.float32 else 3e-3), ranges
+    # the density path (every row the same number of entries) and no text keys
+    dens = dict(density=0.3, selected=None, block_size=bs, order=order, scale=None, extra_kv=None)
+    assert rel_err(pt.triton_piecewise_attention(q, k, v, **dens, kv_ranges=4),
+                   pt.triton_piecewise_attention(q, k, v, **dens, kv_ranges=1)) < (1e-5 if dtype == torch.float32 else 3e-3)
+
+
+def test_key_range_count_follows_the_footprint(monkeypatch):
+    """One launch while a head's K + V fit the L2 budget, then ranges of about KV_RANGE_BYTES."""
+    monkeypatch.setattr(pt, "interpreting", lambda: False)
+    assert pt.kv_range_count(75_600, 128, 2) == 1  # Wan2.1-14B 720p: 39 MB
+    assert pt.kv_range_count(118_800, 128, 2) == 3  # HunyuanVideo 720p: 61 MB
+    assert pt.kv_range_count(10**7, 128, 2) == 8  # capped
+
+
+def test_range_edges_split_sorted_rows():
+    lut = torch.tensor([[[0, 2, 5, 9], [3, 4, 6, 7]]], dtype=torch.int32)
+    edges = pt._range_edges(lut, None, 4, 10, 2)  # ranges [0, 5) and [5, 10)
+    assert edges[:, 0].tolist() == [[0, 0], [2, 2], [4, 4]]
+    counts = torch.tensor([[2, 3]], dtype=torch.int32)  # entries past the count are not keys
+    edges = pt._range_edges(torch.tensor([[[0, 7, 1, 2], [3, 4, 6, 0]]], dtype=torch.int32), counts, 0, 10, 2)
+    assert edges[:, 0].tolist() == [[0, 0], [1, 2], [2, 3]]
+
+
+@needs_process
 def test_scale_and_large_logits():
     """A given scale, and logits far past exp's fp32 range: exact and summary logits share one max."""
     B, N, H, D, bs = 1, 96, 2, 16, 16

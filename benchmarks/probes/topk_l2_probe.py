@@ -24,6 +24,7 @@ runs one variant three times for Nsight Compute (L2 hit rate, DRAM throughput).
 
 Usage: python benchmarks/probes/topk_l2_probe.py [--cases wan14b_720p,hunyuan_720p]
        python benchmarks/probes/topk_l2_probe.py --ncu hunyuan_720p real
+       python benchmarks/probes/topk_l2_probe.py --attention-one-launch --out DIR ...  (attention.py without key ranges)
 """
 
 from __future__ import annotations
@@ -86,11 +87,11 @@ def union_fraction(lut: torch.Tensor, nb: int) -> float:
     return float(windows.float().mean())
 
 
-def kernel_fn(q, k, v, lut, keep, bs, counts=None):
+def kernel_fn(q, k, v, lut, keep, bs, counts=None, kv_ranges=1):
     cfg = pwt.default_config(q.shape[-1], bs)
     tau = q.shape[-1] ** -0.5
     return lambda: pwt.piecewise_attention_fwd(q, k, v, lut, counts, None, None, None, None, None, None, None, tau, bs, keep,
-                                                config=cfg)
+                                                config=cfg, kv_ranges=kv_ranges)
 
 
 def split_fn(q, k, v, lut, keep, bs, nb, parts):
@@ -109,7 +110,16 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--cases", default="wan14b_720p,hunyuan_720p")
     p.add_argument("--ncu", nargs=2, metavar=("CASE", "VARIANT"))
+    p.add_argument("--attention-one-launch", nargs=argparse.REMAINDER,
+                   help="run attention.py with these arguments, every exact phase in one launch (no key ranges)")
     args = p.parse_args()
+    if args.attention_one_launch is not None:
+        import attention
+
+        pwt.L2_KV_BYTES = 1 << 62
+        sys.argv = [sys.argv[0], *args.attention_one_launch]
+        attention.main()
+        return
     if args.ncu:
         case, variant = args.ncu
         q, k, v, method = inputs(case)
@@ -141,6 +151,11 @@ def main() -> None:
         for parts in (2, 3):
             ms = bench(split_fn(q, k, v, tables["real"], keep, method.block_size, nb, parts), 200.0)
             print(json.dumps(dict(case=case, variant=f"real/split{parts}", kernel_ms=ms, cudnn_dense_ms=dense_ms,
+                                  rate_vs_cudnn=keep / nb * dense_ms / ms)), flush=True)
+        # The kernel's key ranges (session 14): the same split, the softmax carried between launches.
+        for parts in (2, 3, 4):
+            ms = bench(kernel_fn(q, k, v, tables["real"], keep, method.block_size, kv_ranges=parts), 200.0)
+            print(json.dumps(dict(case=case, variant=f"real/kv_ranges={parts}", kernel_ms=ms, cudnn_dense_ms=dense_ms,
                                   rate_vs_cudnn=keep / nb * dense_ms / ms)), flush=True)
         del q, k, v, qd, kd, vd, tables
         torch.cuda.empty_cache()

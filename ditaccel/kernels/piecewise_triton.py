@@ -269,6 +269,8 @@ def _piecewise_fwd(
     LUT,  # int32 [BH, blocks, lut_width]: selected key blocks of each query block, sorted, left-packed
     COUNTS,  # int32 [BH, blocks] (HAS_COUNTS), else every row has fixed_count entries
     lut_width, fixed_count,
+    ENTRY_LO, ENTRY_HI,  # int32 [BH, blocks] (KV_RANGE): this launch's LUT entries of each row, [lo, hi)
+    LSE,  # fp32 [BH, N]: row log2-sum-exp of the launches so far (HAS_PRIOR reads it, WRITE_LSE writes it)
     SEL,  # uint8 [BH, blocks, blocks]: nonzero where the key block is exact (SUMMARY)
     KBAR_S, VBAR_S,  # [BH, blocks_pad, D] summary keys / values, q's dtype (SUMMARY)
     HT,  # [BH, D, D] tau * H / N in q's dtype (ORDER1)
@@ -288,6 +290,9 @@ def _piecewise_fwd(
     SUMMARY: tl.constexpr,
     ORDER1: tl.constexpr,
     USE_TMA: tl.constexpr,  # exact key tiles through KD / VD (tiles of at most one block)
+    KV_RANGE: tl.constexpr = False,  # exact phase over entries [ENTRY_LO, ENTRY_HI) of the row only
+    HAS_PRIOR: tl.constexpr = False,  # continue the softmax of earlier launches (O and LSE hold it)
+    WRITE_LSE: tl.constexpr = False,  # a later launch continues: store the row LSE with the output
 ):
     # Query tiles are the fastest grid axis: programs of one head run together and share its K/V in L2.
     pid_m = tl.program_id(0)
@@ -297,25 +302,37 @@ def _piecewise_fwd(
     start_m = pid_m * BLOCK_M
     q_block = start_m // LAYOUT_BLOCK
     row = bh.to(tl.int64) * num_blocks + q_block
-    if HAS_COUNTS:
-        count = tl.load(COUNTS + row)
+    if KV_RANGE:
+        first = tl.load(ENTRY_LO + row)
+        count = tl.load(ENTRY_HI + row)
     else:
-        count = fixed_count
+        first = 0
+        if HAS_COUNTS:
+            count = tl.load(COUNTS + row)
+        else:
+            count = fixed_count
     idx_row = LUT + row * lut_width
 
     offs_m = (start_m + tl.arange(0, BLOCK_M)).to(tl.int64)
     q = _load_rows(Q, b, h, offs_m, N, stride_b, stride_n, stride_h, HEAD_DIM, not EVEN_N)
+    lse_ptrs = LSE + bh.to(tl.int64) * N + offs_m
 
-    # m starts finite so that fully masked tiles never produce (-inf) - (-inf).
-    m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    if HAS_PRIOR:
+        # The earlier launches' normalised output and row LSE: a running state with max = LSE, sum 1.
+        m_i = tl.load(lse_ptrs, mask=offs_m < N, other=-1.0e30)
+        l_i = tl.full([BLOCK_M], 1.0, dtype=tl.float32)
+        acc = _load_rows(O, b, h, offs_m, N, stride_ob, stride_on, stride_oh, HEAD_DIM, not EVEN_N).to(tl.float32)
+    else:
+        # m starts finite so that fully masked tiles never produce (-inf) - (-inf).
+        m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     r = tl.arange(0, BLOCK_N)
 
-    # (a) exact attention over the selected key blocks
+    # (a) exact attention over the selected key blocks (this launch's range of them)
     if BLOCK_N <= LAYOUT_BLOCK:
         SUB: tl.constexpr = LAYOUT_BLOCK // BLOCK_N
-        for it in tl.range(0, count * SUB, num_stages=NUM_STAGES):
+        for it in tl.range(first * SUB, count * SUB, num_stages=NUM_STAGES):
             start_n = tl.load(idx_row + it // SUB).to(tl.int64) * LAYOUT_BLOCK + (it % SUB) * BLOCK_N
             cols = start_n + r
             if USE_TMA:
@@ -334,9 +351,9 @@ def _piecewise_fwd(
         # Each tile gathers PER consecutive LUT entries; entries past the count point past the
         # last block (rows >= N), which the masked loads read as zeros and the last tile masks.
         PER: tl.constexpr = BLOCK_N // LAYOUT_BLOCK
-        n_tiles = tl.cdiv(count, PER)
+        n_tiles = tl.cdiv(count - first, PER)
         for it in tl.range(0, n_tiles, num_stages=NUM_STAGES):
-            entry = it * PER + r // LAYOUT_BLOCK
+            entry = first + it * PER + r // LAYOUT_BLOCK
             blk = tl.load(idx_row + entry, mask=entry < count, other=num_blocks)
             cols = blk.to(tl.int64) * LAYOUT_BLOCK + r % LAYOUT_BLOCK
             k = _load_rows(K, b, h, cols, N, stride_b, stride_n, stride_h, HEAD_DIM, True)
@@ -390,6 +407,9 @@ def _piecewise_fwd(
             ht = tl.load(HT + bh.to(tl.int64) * HEAD_DIM * HEAD_DIM + d[:, None] * HEAD_DIM + d[None, :])
             acc += l_s[:, None] * tl.dot(q, ht)
 
+    if WRITE_LSE:
+        # Rows with nothing yet keep m = -1e30 and sum 1 over a zero output: no mass for later launches.
+        tl.store(lse_ptrs, m_i + tl.log2(tl.where(l_i == 0.0, 1.0, l_i)), mask=offs_m < N)
     l_i = tl.where(l_i == 0.0, 1.0, l_i)  # rows that attend nothing: output 0
     out = (acc / l_i[:, None]).to(O.dtype.element_ty)
     ptrs = _row_ptrs(O, b, h, offs_m, stride_ob, stride_on, stride_oh, HEAD_DIM)
@@ -452,8 +472,9 @@ def _prune_configs(configs, named_args, **kwargs):
 _piecewise_fwd_tuned = triton.autotune(
     configs=AUTOTUNE_CONFIGS,
     key=["HEAD_DIM", "LAYOUT_BLOCK", "SEQ_BUCKET", "COUNT_BUCKET", "HAS_COUNTS", "HAS_EXTRA", "SUMMARY", "ORDER1", "EVEN_N",
-         "USE_TMA"],
+         "USE_TMA", "KV_RANGE", "HAS_PRIOR", "WRITE_LSE"],
     prune_configs_by={"early_config_prune": _prune_configs},
+    restore_value=["O", "LSE"],  # a continuing launch reads what it overwrites: tuning trials must not compound
 )(_piecewise_fwd)
 
 
@@ -466,6 +487,40 @@ def default_config(head_dim: int, block_size: int) -> dict:
 
 def _bucket(x: int) -> int:
     return 1 << max(int(x) - 1, 1).bit_length()
+
+
+# Key ranges (the exact phase of one call as several launches, each over the selected key blocks of
+# one contiguous range of the sequence, the softmax carried from launch to launch through the output
+# and a row LSE). The programs resident at once (consecutive query blocks of one head) read nearly
+# every key block of the head between them (top-k at HunyuanVideo 720p: 99.9% of 1,857 blocks over
+# 264 query blocks), so a head's K and V must stay in L2 for reuse; at 61 MB (HunyuanVideo 720p) they
+# do not: L2 hit rate 66%, against 99.9% when every query block reads the same blocks, and 61.6 ms
+# against 52.7 ms (H200, benchmarks/probes/topk_l2_probe.py, logs/session14/a). A call splits when a
+# head's K + V exceed L2_KV_BYTES, into ranges of about KV_RANGE_BYTES; each boundary costs one
+# write and one read of the output.
+L2_KV_BYTES = 40 << 20
+KV_RANGE_BYTES = 24 << 20
+
+
+def kv_range_count(N: int, head_dim: int, element_size: int) -> int:
+    """Launches the exact phase of an N-key call takes (1 in the interpreter)."""
+    kv_bytes = 2 * N * head_dim * element_size
+    if interpreting() or kv_bytes <= L2_KV_BYTES:
+        return 1
+    return min(8, -(-kv_bytes // KV_RANGE_BYTES))
+
+
+def _range_edges(lut: torch.Tensor, counts: torch.Tensor | None, count: int, num_blocks: int, ranges: int) -> torch.Tensor:
+    """int32 [ranges + 1, BH, blocks]: LUT entries [edges[r], edges[r + 1]) of each row are the key
+    blocks in [num_blocks * r // ranges, num_blocks * (r + 1) // ranges) (rows are sorted)."""
+    BH, rows, W = lut.shape
+    entries = torch.arange(W, device=lut.device)
+    valid = lut if counts is None else torch.where(entries < counts[..., None], lut, num_blocks)
+    bounds = torch.tensor([num_blocks * r // ranges for r in range(1, ranges)], dtype=lut.dtype, device=lut.device)
+    cuts = torch.searchsorted(valid.contiguous(), bounds.expand(BH, rows, ranges - 1).contiguous(), out_int32=True)
+    last = counts[..., None] if counts is not None else torch.full((BH, rows, 1), int(count), dtype=torch.int32, device=lut.device)
+    first = torch.zeros_like(last)
+    return torch.cat([first, cuts, last], dim=-1).permute(2, 0, 1).contiguous()
 
 
 def piecewise_attention_fwd(
@@ -487,11 +542,14 @@ def piecewise_attention_fwd(
     *,
     config: dict | None = None,
     use_tma: bool | None = None,
+    kv_ranges: int | None = None,
 ) -> torch.Tensor:
     """Raw launcher (see ``piecewise_attention_op``): q, k, v [B, N, H, D] with one set of strides
     and unit last stride, head_dim a power of two in [16, 128]. Returns a new [B, N, H, D] tensor.
     config: {"BLOCK_N", "BLOCK_S", "num_warps", "num_stages"} to bypass the autotuner; use_tma:
-    force (or forbid) tensor-descriptor loads of the exact key tiles (default: where usable)."""
+    force (or forbid) tensor-descriptor loads of the exact key tiles (default: where usable);
+    kv_ranges: launches of the exact phase, each over one contiguous key range (default
+    ``kv_range_count``: more than 1 only where a head's K and V overflow L2)."""
     B, N, H, D = q.shape
     nb = -(-N // block_size)
     out = torch.empty((B, N, H, D), dtype=q.dtype, device=q.device)
@@ -504,32 +562,40 @@ def piecewise_attention_fwd(
     tma = (not interpreting() and tma_usable(k, v)) if use_tma is None else bool(use_tma)
     KD, VD = (_row_descriptor(x, block_size) for x in (k, v)) if tma else (k, v)
     dummy = lut
-    args = (
-        q, k, v, out, KD, VD, *q.stride()[:3], *out.stride()[:3],
-        ke, ve, *ke.stride()[:3], ke.shape[1] if has_extra else 0,
-        kv_len if kv_len is not None else dummy,
-        lut, counts if counts is not None else dummy, lut.shape[-1], int(count),
-        selected if summary else dummy, kbar_s if summary else q, vbar_s if summary else q,
-        ht if ht is not None else q,
-        N, H, nb, kbar_s.shape[1] if summary else 0,
-        float(scale) * LOG2E,
-        _bucket(N), _bucket(lut.shape[-1]),
-    )
-    flags = dict(
-        HEAD_DIM=D, LAYOUT_BLOCK=block_size, BLOCK_M=block_size, EVEN_N=N % block_size == 0,
-        HAS_COUNTS=counts is not None, HAS_EXTRA=has_extra, HAS_KV_LEN=has_extra and kv_len is not None,
-        SUMMARY=summary, ORDER1=summary and ht is not None, USE_TMA=tma,
-    )
+    ranges = kv_range_count(N, D, q.element_size()) if kv_ranges is None else max(1, min(int(kv_ranges), nb))
+    if ranges > 1:
+        edges = _range_edges(lut, counts, count, nb, ranges)
+        lse = torch.empty(B * H, N, dtype=torch.float32, device=q.device)
     grid = (nb, B * H)
-    if config is None and not interpreting():
-        _piecewise_fwd_tuned[grid](*args, **flags)
-        return out
-    cfg = dict(default_config(D, block_size), **(config or {}))
-    _set_descriptor_blocks({"KD": KD, "VD": VD, "BLOCK_N": cfg["BLOCK_N"], **flags})
-    _piecewise_fwd[grid](
-        *args, **flags, BLOCK_N=cfg["BLOCK_N"], BLOCK_S=cfg["BLOCK_S"], NUM_STAGES=cfg["num_stages"],
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
+    for r in range(ranges):
+        first = r == 0  # the text keys and the summary phase run once, in the first launch
+        args = (
+            q, k, v, out, KD, VD, *q.stride()[:3], *out.stride()[:3],
+            ke, ve, *ke.stride()[:3], ke.shape[1] if has_extra else 0,
+            kv_len if kv_len is not None else dummy,
+            lut, counts if counts is not None else dummy, lut.shape[-1], int(count),
+            edges[r] if ranges > 1 else dummy, edges[r + 1] if ranges > 1 else dummy, lse if ranges > 1 else q,
+            selected if summary else dummy, kbar_s if summary else q, vbar_s if summary else q,
+            ht if ht is not None else q,
+            N, H, nb, kbar_s.shape[1] if summary else 0,
+            float(scale) * LOG2E,
+            _bucket(N), _bucket(lut.shape[-1]),
+        )
+        flags = dict(
+            HEAD_DIM=D, LAYOUT_BLOCK=block_size, BLOCK_M=block_size, EVEN_N=N % block_size == 0,
+            HAS_COUNTS=counts is not None, HAS_EXTRA=has_extra and first, HAS_KV_LEN=has_extra and first and kv_len is not None,
+            SUMMARY=summary and first, ORDER1=summary and first and ht is not None, USE_TMA=tma,
+            KV_RANGE=ranges > 1, HAS_PRIOR=not first, WRITE_LSE=r < ranges - 1,
+        )
+        if config is None and not interpreting():
+            _piecewise_fwd_tuned[grid](*args, **flags)
+            continue
+        cfg = dict(default_config(D, block_size), **(config or {}))
+        _set_descriptor_blocks({"KD": KD, "VD": VD, "BLOCK_N": cfg["BLOCK_N"], **flags})
+        _piecewise_fwd[grid](
+            *args, **flags, BLOCK_N=cfg["BLOCK_N"], BLOCK_S=cfg["BLOCK_S"], NUM_STAGES=cfg["num_stages"],
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )
     return out
 
 
@@ -662,11 +728,13 @@ def triton_piecewise_attention(
     extra_kv: tuple | None,
     config: dict | None = None,
     use_tma: bool | None = None,
+    kv_ranges: int | None = None,
 ) -> torch.Tensor:
     """The Triton backend of ``piecewise_attention`` (order 0/1) and ``topk_attention`` (order
     None); arguments already checked. No host synchronisation: statistics op -> top-blocks op (the LUT)
-    -> attention op. ``config`` / ``use_tma`` (tests, benchmarks) launch the attention kernel
-    with that config / load path directly instead of through the custom op and the autotuner."""
+    -> attention op. ``config`` / ``use_tma`` / ``kv_ranges`` (tests, benchmarks) launch the attention
+    kernel with that config / load path / number of key ranges directly instead of through the custom
+    op and the autotuner."""
     B, N, H, D = q.shape
     tau = D**-0.5 if scale is None else float(scale)
     q, k, v = _kernel_inputs(q, k, v)
@@ -695,10 +763,10 @@ def triton_piecewise_attention(
         keep = 0
     args = (q, k, v, lut, counts, sel if summary else None, kbar_s if summary else None, vbar_s if summary else None, ht,
             ke, ve, kv_len, tau, block_size, keep)
-    if config is None and use_tma is None:
+    if config is None and use_tma is None and kv_ranges is None:
         out = piecewise_attention_op(*args)
     else:
-        out = piecewise_attention_fwd(*args, config=config, use_tma=use_tma)
+        out = piecewise_attention_fwd(*args, config=config, use_tma=use_tma, kv_ranges=kv_ranges)
     return out[..., :D]
 
 
