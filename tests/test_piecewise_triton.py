@@ -453,6 +453,15 @@ def test_density_path_does_not_synchronise():
             attend(order, q, k, v, "triton", density=0.2, block_size=64, extra_kv=(ke, ve, kv_len))
     finally:
         torch.cuda.set_sync_debug_mode(0)
+    # the exact phase as key ranges (long sequences): their entry offsets are made on the device too
+    call = dict(density=0.2, selected=None, block_size=64, order=None, scale=None, extra_kv=(ke, ve, kv_len), kv_ranges=3)
+    pt.triton_piecewise_attention(q, k, v, **call)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        pt.triton_piecewise_attention(q, k, v, **call)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
 
 
 @pytest.mark.skipif(not CUDA, reason="bfloat16 dots are wrong in the interpreter")

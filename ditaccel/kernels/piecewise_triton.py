@@ -516,7 +516,8 @@ def _range_edges(lut: torch.Tensor, counts: torch.Tensor | None, count: int, num
     BH, rows, W = lut.shape
     entries = torch.arange(W, device=lut.device)
     valid = lut if counts is None else torch.where(entries < counts[..., None], lut, num_blocks)
-    bounds = torch.tensor([num_blocks * r // ranges for r in range(1, ranges)], dtype=lut.dtype, device=lut.device)
+    # made on the device: no host-to-device copy (the call stays free of host synchronisation)
+    bounds = (torch.arange(1, ranges, device=lut.device) * num_blocks // ranges).to(lut.dtype)
     cuts = torch.searchsorted(valid.contiguous(), bounds.expand(BH, rows, ranges - 1).contiguous(), out_int32=True)
     last = counts[..., None] if counts is not None else torch.full((BH, rows, 1), int(count), dtype=torch.int32, device=lut.device)
     first = torch.zeros_like(last)
