@@ -3,7 +3,7 @@
 # 1. the kernel tests on the GPU (bf16 included, compiled, autotuned);
 # 2. topk_l2_probe.py: one launch against 2, 3, 4 ranges on the same selection (fixed config);
 # 3. attention.py's top-k and piecewise rows at Wan2.1-14B 720p and HunyuanVideo 720p, as shipped
-#    (key ranges where the rule takes them) and with every exact phase in one launch, same machine.
+#    (every exact phase in one launch: key ranges are off by default) and with key ranges on, same machine.
 #   run(carry=[wheels, .lpips], command="... (as session13_a.sh) ...; bash benchmarks/probes/session14_b.sh")
 export PYTHONUNBUFFERED=1
 timeout 150 python -m pytest -q -x tests/test_piecewise_triton.py -k "key_range or range_edges or bfloat16 or synchronise or density or extra" > $OUT/pytest_piecewise_h200.log 2>&1
@@ -11,8 +11,8 @@ tail -2 $OUT/pytest_piecewise_h200.log
 timeout 150 python benchmarks/probes/topk_l2_probe.py > $OUT/topk_l2_probe_ranges.log 2>&1
 grep -E '"real|shared' $OUT/topk_l2_probe_ranges.log | cut -c1-200
 COMMON="--rounds 3 --no-flex --no-xformers --methods topk,piecewise --cases wan14b_720p,hunyuan_720p"
-timeout 120 python benchmarks/attention.py --out $OUT $COMMON --tag _kv_ranges > $OUT/attention_kv_ranges.log 2>&1
-timeout 120 python benchmarks/probes/topk_l2_probe.py --attention-one-launch --out $OUT $COMMON --tag _one_launch > $OUT/attention_one_launch.log 2>&1
+timeout 120 python benchmarks/attention.py --out $OUT $COMMON --tag _one_launch > $OUT/attention_one_launch.log 2>&1
+timeout 120 python benchmarks/probes/topk_l2_probe.py --attention-kv-ranges --out $OUT $COMMON --tag _kv_ranges > $OUT/attention_kv_ranges.log 2>&1
 python - <<'PY'
 import json, glob, os
 for f in sorted(glob.glob(os.path.join(os.environ["OUT"], "attention_*.json"))):

@@ -24,7 +24,7 @@ runs one variant three times for Nsight Compute (L2 hit rate, DRAM throughput).
 
 Usage: python benchmarks/probes/topk_l2_probe.py [--cases wan14b_720p,hunyuan_720p]
        python benchmarks/probes/topk_l2_probe.py --ncu hunyuan_720p real
-       python benchmarks/probes/topk_l2_probe.py --attention-one-launch --out DIR ...  (attention.py without key ranges)
+       python benchmarks/probes/topk_l2_probe.py --attention-kv-ranges --out DIR ...  (attention.py with key ranges on)
 """
 
 from __future__ import annotations
@@ -110,14 +110,14 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--cases", default="wan14b_720p,hunyuan_720p")
     p.add_argument("--ncu", nargs=2, metavar=("CASE", "VARIANT"))
-    p.add_argument("--attention-one-launch", nargs=argparse.REMAINDER,
-                   help="run attention.py with these arguments, every exact phase in one launch (no key ranges)")
+    p.add_argument("--attention-kv-ranges", nargs=argparse.REMAINDER,
+                   help="run attention.py with these arguments, key ranges on (L2_KV_BYTES = 40 MB)")
     args = p.parse_args()
-    if args.attention_one_launch is not None:
+    if args.attention_kv_ranges is not None:
         import attention
 
-        pwt.L2_KV_BYTES = 1 << 62
-        sys.argv = [sys.argv[0], *args.attention_one_launch]
+        pwt.L2_KV_BYTES = 40 << 20
+        sys.argv = [sys.argv[0], *args.attention_kv_ranges]
         attention.main()
         return
     if args.ncu:

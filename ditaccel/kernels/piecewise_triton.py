@@ -495,17 +495,18 @@ def _bucket(x: int) -> int:
 # every key block of the head between them (top-k at HunyuanVideo 720p: 99.9% of 1,857 blocks over
 # 264 query blocks), so a head's K and V must stay in L2 for reuse; at 61 MB (HunyuanVideo 720p) they
 # do not: L2 hit rate 66%, against 99.9% when every query block reads the same blocks, and 61.6 ms
-# against 52.7 ms (H200, benchmarks/probes/topk_l2_probe.py, logs/session14/a). A call splits when a
-# head's K + V exceed L2_KV_BYTES, into ranges of about KV_RANGE_BYTES; each boundary costs one
-# write and one read of the output.
-L2_KV_BYTES = 40 << 20
+# against 52.7 ms (H200, benchmarks/probes/topk_l2_probe.py, logs/session14/a). With L2_KV_BYTES set,
+# a call splits when a head's K + V exceed it, into ranges of about KV_RANGE_BYTES; each boundary
+# costs one write and one read of the output. Off by default (None) until the compiled, ranged
+# kernel is timed on the GPU (benchmarks/probes/session14_b.sh); 40 MB is the value to time.
+L2_KV_BYTES: int | None = None
 KV_RANGE_BYTES = 24 << 20
 
 
 def kv_range_count(N: int, head_dim: int, element_size: int) -> int:
-    """Launches the exact phase of an N-key call takes (1 in the interpreter)."""
+    """Launches the exact phase of an N-key call takes (1 in the interpreter, or with L2_KV_BYTES None)."""
     kv_bytes = 2 * N * head_dim * element_size
-    if interpreting() or kv_bytes <= L2_KV_BYTES:
+    if interpreting() or L2_KV_BYTES is None or kv_bytes <= L2_KV_BYTES:
         return 1
     return min(8, -(-kv_bytes // KV_RANGE_BYTES))
 
