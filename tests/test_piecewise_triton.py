@@ -218,14 +218,17 @@ def test_key_ranges_continue_one_softmax(order, dtype):
     ref = reference(order, q, k, v, **kw)
     call = dict(density=None, selected=selected, block_size=bs, order=order, scale=None, extra_kv=(ke, ve, kv_len))
     one = pt.triton_piecewise_attention(q, k, v, **call, kv_ranges=1)
+    # against one launch: fp32 in the interpreter is exact to rounding; TF32 dots on a GPU and
+    # 16-bit outputs carried between launches round more
+    close = 1e-5 if dtype == torch.float32 and not CUDA else 3e-3
     for ranges in (3, nb):
         out = pt.triton_piecewise_attention(q, k, v, **call, kv_ranges=ranges)
         assert rel_err(out, ref) < TOL[dtype], (ranges, rel_err(out, ref))
-        assert rel_err(out, one) < (1e-5 if dtype == torch.float32 else 3e-3), ranges
+        assert rel_err(out, one) < close, ranges
     # the density path (every row the same number of entries) and no text keys
     dens = dict(density=0.3, selected=None, block_size=bs, order=order, scale=None, extra_kv=None)
     assert rel_err(pt.triton_piecewise_attention(q, k, v, **dens, kv_ranges=4),
-                   pt.triton_piecewise_attention(q, k, v, **dens, kv_ranges=1)) < (1e-5 if dtype == torch.float32 else 3e-3)
+                   pt.triton_piecewise_attention(q, k, v, **dens, kv_ranges=1)) < close
 
 
 def test_key_range_count_follows_the_footprint(monkeypatch):
