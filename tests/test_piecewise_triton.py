@@ -234,12 +234,11 @@ def test_key_ranges_continue_one_softmax(order, dtype):
 def test_key_range_count_follows_the_footprint(monkeypatch):
     """One launch while a head's K + V fit the L2 budget, then ranges of about KV_RANGE_BYTES."""
     monkeypatch.setattr(pt, "interpreting", lambda: False)
-    monkeypatch.setattr(pt, "L2_KV_BYTES", None)
-    assert pt.kv_range_count(118_800, 128, 2) == 1  # off by default
-    monkeypatch.setattr(pt, "L2_KV_BYTES", 40 << 20)
     assert pt.kv_range_count(75_600, 128, 2) == 1  # Wan2.1-14B 720p: 39 MB
     assert pt.kv_range_count(118_800, 128, 2) == 3  # HunyuanVideo 720p: 61 MB
     assert pt.kv_range_count(10**7, 128, 2) == 8  # capped
+    monkeypatch.setattr(pt, "L2_KV_BYTES", None)
+    assert pt.kv_range_count(118_800, 128, 2) == 1  # switched off
 
 
 def test_range_edges_split_sorted_rows():

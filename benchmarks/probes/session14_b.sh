@@ -3,7 +3,8 @@
 # 1. the kernel tests on the GPU (bf16 included, compiled, autotuned);
 # 2. topk_l2_probe.py: one launch against 2, 3, 4 ranges on the same selection (fixed config);
 # 3. attention.py's top-k and piecewise rows at Wan2.1-14B 720p and HunyuanVideo 720p, as shipped
-#    (every exact phase in one launch: key ranges are off by default) and with key ranges on, same machine.
+#    with every exact phase in one launch (key ranges were off by default when this ran) and with key
+#    ranges on (L2_KV_BYTES = 40 MB, the default since), same machine.
 #   run(carry=[wheels, .lpips], command="... (as session13_a.sh) ...; bash benchmarks/probes/session14_b.sh")
 export PYTHONUNBUFFERED=1
 timeout 150 python -m pytest -q -x tests/test_piecewise_triton.py -k "key_range or range_edges or bfloat16 or synchronise or density or extra" > $OUT/pytest_piecewise_h200.log 2>&1

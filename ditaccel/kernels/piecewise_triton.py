@@ -495,11 +495,13 @@ def _bucket(x: int) -> int:
 # every key block of the head between them (top-k at HunyuanVideo 720p: 99.9% of 1,857 blocks over
 # 264 query blocks), so a head's K and V must stay in L2 for reuse; at 61 MB (HunyuanVideo 720p) they
 # do not: L2 hit rate 66%, against 99.9% when every query block reads the same blocks, and 61.6 ms
-# against 52.7 ms (H200, benchmarks/probes/topk_l2_probe.py, logs/session14/a). With L2_KV_BYTES set,
-# a call splits when a head's K + V exceed it, into ranges of about KV_RANGE_BYTES; each boundary
-# costs one write and one read of the output. Off by default (None) until the compiled, ranged
-# kernel is timed on the GPU (benchmarks/probes/session14_b.sh); 40 MB is the value to time.
-L2_KV_BYTES: int | None = None
+# against 52.7 ms (H200, benchmarks/probes/topk_l2_probe.py, logs/session14/a). A call splits when a
+# head's K + V exceed L2_KV_BYTES (None: never), into ranges of about KV_RANGE_BYTES; each boundary
+# costs one write and one read of the output. HunyuanVideo 720p (3 ranges), autotuned, same run
+# (logs/session14/b): top-k's kernel 55.2 ms against 58.5 in one launch (0.85 of cuDNN's rate per
+# block, was 0.80), piecewise's call 74.9 against 76.6 ms; Wan 720p (39 MB) stays one launch
+# (2 ranges there: 36.9 against 37.3 ms, within noise).
+L2_KV_BYTES: int | None = 40 << 20
 KV_RANGE_BYTES = 24 << 20
 
 
