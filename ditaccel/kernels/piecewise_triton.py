@@ -30,7 +30,10 @@ which synchronises with the host:
    into the same running max / denominator / accumulator; the summary mass l_s is kept apart,
    rescaled by the same factor as l and acc whenever the max rises, and at order 1
    ``l_s * (q @ tau H/T)`` joins the accumulator before the division. Top-k compiles the summary
-   phase out.
+   phase out. Where a head's K and V overflow L2 (``kv_range_count``), the exact phase runs as a few
+   launches over contiguous key ranges (a row's sorted LUT entries cut by searchsorted on the device),
+   each continuing the last one's softmax from the output and a row LSE; the text keys and the
+   summary phase run in the first launch only.
 
 Exact tiles. BLOCK_N <= block: a key block is block/BLOCK_N contiguous tiles, loaded through 2-D
 tensor descriptors (TMA) over [B * N, H * D] where usable, else pointers. BLOCK_N = 2 blocks
