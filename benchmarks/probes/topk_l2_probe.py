@@ -143,10 +143,10 @@ def main() -> None:
         dense_ms = bench(cudnn, 200.0)
         for name, lut in tables.items():
             ms = bench(kernel_fn(q, k, v, lut, keep, method.block_size), 200.0)
+            union = union_fraction(lut, nb)
             rec = dict(case=case, variant=name, heads=q.shape[2], tokens=q.shape[1], blocks=nb, keep=keep, kernel_ms=ms,
-                       cudnn_dense_ms=dense_ms, rate_vs_cudnn=keep / nb * dense_ms / ms,
-                       in_flight_union=union_fraction(lut, nb),
-                       union_mb_per_head=union_fraction(lut, nb) * q.shape[1] * q.shape[3] * 2 * 2 / 1e6)
+                       cudnn_dense_ms=dense_ms, rate_vs_cudnn=keep / nb * dense_ms / ms, in_flight_union=union,
+                       union_mb_per_head=union * q.shape[1] * q.shape[3] * 2 * 2 / 1e6)
             print(json.dumps(rec), flush=True)
         for parts in (2, 3):
             ms = bench(split_fn(q, k, v, tables["real"], keep, method.block_size, nb, parts), 200.0)

@@ -574,8 +574,13 @@ def piecewise_attention_fwd(
         edges = _range_edges(lut, counts, count, nb, ranges)
         lse = torch.empty(B * H, N, dtype=torch.float32, device=q.device)
     grid = (nb, B * H)
+    tuned = config is None and not interpreting()
+    if not tuned:
+        cfg = dict(default_config(D, block_size), **(config or {}))
+        _set_descriptor_blocks({"KD": KD, "VD": VD, "BLOCK_N": cfg["BLOCK_N"], "USE_TMA": tma, "LAYOUT_BLOCK": block_size,
+                                "HEAD_DIM": D})
     for r in range(ranges):
-        first = r == 0  # the text keys and the summary phase run once, in the first launch
+        opening = r == 0  # the text keys and the summary phase run once, in the first launch
         args = (
             q, k, v, out, KD, VD, *q.stride()[:3], *out.stride()[:3],
             ke, ve, *ke.stride()[:3], ke.shape[1] if has_extra else 0,
@@ -590,15 +595,14 @@ def piecewise_attention_fwd(
         )
         flags = dict(
             HEAD_DIM=D, LAYOUT_BLOCK=block_size, BLOCK_M=block_size, EVEN_N=N % block_size == 0,
-            HAS_COUNTS=counts is not None, HAS_EXTRA=has_extra and first, HAS_KV_LEN=has_extra and first and kv_len is not None,
-            SUMMARY=summary and first, ORDER1=summary and first and ht is not None, USE_TMA=tma,
-            KV_RANGE=ranges > 1, HAS_PRIOR=not first, WRITE_LSE=r < ranges - 1,
+            HAS_COUNTS=counts is not None, HAS_EXTRA=has_extra and opening,
+            HAS_KV_LEN=has_extra and opening and kv_len is not None,
+            SUMMARY=summary and opening, ORDER1=summary and opening and ht is not None, USE_TMA=tma,
+            KV_RANGE=ranges > 1, HAS_PRIOR=not opening, WRITE_LSE=r < ranges - 1,
         )
-        if config is None and not interpreting():
+        if tuned:
             _piecewise_fwd_tuned[grid](*args, **flags)
             continue
-        cfg = dict(default_config(D, block_size), **(config or {}))
-        _set_descriptor_blocks({"KD": KD, "VD": VD, "BLOCK_N": cfg["BLOCK_N"], **flags})
         _piecewise_fwd[grid](
             *args, **flags, BLOCK_N=cfg["BLOCK_N"], BLOCK_S=cfg["BLOCK_S"], NUM_STAGES=cfg["num_stages"],
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
