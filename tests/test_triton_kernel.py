@@ -140,6 +140,20 @@ def test_text_tokens_with_padding(D):
 
 
 @needs_process
+def test_text_rows_first_is_only_an_order(monkeypatch):
+    # Starting each head's text query tiles first changes which program computes a tile, not what
+    # it computes: every tile once, the same result bit for bit as in canonical order.
+    video = Neighborhood(window=(2, 3, 5), block_size=64).build_layout((2, 6, 10))
+    layout = with_text(video, 150)  # three text tiles after fifteen video tiles
+    kv_len = torch.tensor([video.seq_len + 150, video.seq_len + 90], dtype=torch.int32)
+    outs = []
+    for first in (False, True):
+        monkeypatch.setattr(bst, "TEXT_ROWS_FIRST", first)
+        outs.append(check(layout, B=2, H=2, D=64, dtype=torch.float32, kv_len=kv_len)[0])
+    assert torch.equal(outs[0], outs[1])
+
+
+@needs_process
 def test_padded_text_keys_do_not_matter():
     video = Radial(decay=1.0, block_size=64, sink=False).build_layout((3, 4, 10))
     layout = with_text(video, 50)

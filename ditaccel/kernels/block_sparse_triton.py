@@ -73,6 +73,9 @@ from .layout import PARTIAL_ALL
 
 LOG2E = 1.4426950408889634
 SUPPORTED_HEAD_DIMS = (64, 128)
+# Launch order of joint attention's text query tiles (see the kernel): first in each head's run of
+# programs. A module constant so that a benchmark can time the canonical order against it.
+TEXT_ROWS_FIRST = True
 
 
 def interpreting() -> bool:
@@ -217,6 +220,7 @@ def _block_sparse_fwd(
     kv_len,  # int32 [B] (only read with HAS_KV_LEN): keys at canonical positions >= kv_len[b] are ignored
     qk_scale,  # softmax scale * log2(e)
     num_heads, num_groups, num_q_blocks, video_blocks, lut_width,
+    text_q_blocks,  # the LUT's last query blocks that are text rows (read with TEXT_ROWS_FIRST)
     SEQ_BUCKET,  # autotune key only
     HEAD_DIM: tl.constexpr,
     LAYOUT_BLOCK: tl.constexpr,
@@ -239,11 +243,19 @@ def _block_sparse_fwd(
     # instructions than the rows kernel (ncu, NATTEN's case: 28.2 vs 25.3 ms).
     NT_H: tl.constexpr = 1, NT_W: tl.constexpr = 1,
     WARP_SPECIALIZE: tl.constexpr = False,
+    TEXT_ROWS_FIRST: tl.constexpr = False,  # start each head's text query tiles first
 ):
     # Query tiles are the fastest grid axis: programs of one head run together and share its
     # K/V in L2.
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
+    video_end = video_blocks * LAYOUT_BLOCK  # canonical position of the first text token
+    if TEXT_ROWS_FIRST:
+        # Text query tiles (the layout's last text_q_blocks) attend every key, many times a video
+        # tile's work: started last (their canonical place) the last head's ones run on a few SMs
+        # after the rest is done. Each head's tiles are rotated so that its text tiles start
+        # first; the video tiles keep their order.
+        pid_m = (pid_m + ((num_q_blocks - text_q_blocks) * LAYOUT_BLOCK) // BLOCK_M) % tl.num_programs(0)
     b = pid_bh // num_heads
     h = pid_bh % num_heads
     q_block = (pid_m * BLOCK_M) // LAYOUT_BLOCK
@@ -251,7 +263,6 @@ def _block_sparse_fwd(
     count = tl.load(kv_counts + lut_row)
     idx_row = kv_indices + lut_row * lut_width
     flag_row = kv_partial + lut_row * lut_width
-    video_end = video_blocks * LAYOUT_BLOCK  # canonical position of the first text token
 
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -453,7 +464,8 @@ def _prune_configs(configs, named_args, **kwargs):
 
 _block_sparse_fwd_tuned = triton.autotune(
     configs=AUTOTUNE_CONFIGS,
-    key=["HEAD_DIM", "LAYOUT_BLOCK", "SEQ_BUCKET", "PARTIAL_DIMS", "HAS_KV_LEN", "MODE", "VIDEO_RAGGED", "HAS_TEXT", "TEXT_TMA"],
+    key=["HEAD_DIM", "LAYOUT_BLOCK", "SEQ_BUCKET", "PARTIAL_DIMS", "HAS_KV_LEN", "MODE", "VIDEO_RAGGED", "HAS_TEXT", "TEXT_TMA",
+         "TEXT_ROWS_FIRST"],
     prune_configs_by={"early_config_prune": _prune_configs},
 )(_block_sparse_fwd)
 
@@ -541,6 +553,7 @@ def block_sparse_attention_fwd(
     has_partial: bool | int = True,
     config: dict | None = None,
     use_tma: bool | None = None,
+    text_blocks: int = 0,
 ) -> torch.Tensor:
     """Raw launcher on canonical-order tensors. q, k, v: [B, N, H, D] (last dim contiguous); LUT
     tensors as in BlockLayout, on q's device. Returns a new [B, N, H, D] tensor.
@@ -552,6 +565,8 @@ def block_sparse_attention_fwd(
     has_partial: which coordinates partial blocks test, the layout's ``partial_dims`` (an int bit
     set; True: all four, False: no partial block, which skips the per-block flag test).
     config: {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"} to bypass the autotuner.
+    text_blocks: how many of the layout's last blocks are joint attention's text (dense rows, which
+    the kernel starts first; see TEXT_ROWS_FIRST).
     """
     B, N, H, D = q.shape
     _check_head_dim(D)
@@ -559,7 +574,7 @@ def block_sparse_attention_fwd(
     out = torch.empty((B, N, H, D), dtype=q.dtype, device=q.device)
     _launch(q, k, v, out, (kv_counts, kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord), kv_len, scale, block_size,
             video_start=0, video_len=N, video_blocks=kv_counts.shape[-1], box=None, text=None,
-            has_partial=has_partial, config=config, use_tma=use_tma)
+            has_partial=has_partial, config=config, use_tma=use_tma, text_blocks=text_blocks)
     return out
 
 
@@ -581,6 +596,7 @@ def block_sparse_attention_placed(
     has_partial: bool | int,
     config: dict | None = None,
     kv_len_covers_video: bool = False,
+    text_blocks: int | None = None,
 ) -> None:
     """Launcher on tensors in the model's token order, written into ``out`` in place.
 
@@ -593,11 +609,14 @@ def block_sparse_attention_placed(
     writes the output rows back to their raster places in ``out``. Text:
     ``(qt, kt, vt, ot, row0, length)``, canonical text position p being row row0 + p.
     ``kv_len_covers_video``: the caller promises kv_len >= the video's canonical length (kv_len
-    only cuts text padding), so video blocks skip the key-end test."""
+    only cuts text padding), so video blocks skip the key-end test. ``text_blocks``: how many of the
+    layout's last blocks are text rows when ``text`` is None (text already in the video's buffer);
+    with ``text`` given, the blocks after ``video_blocks``."""
     _check_head_dim(q.shape[-1])
     _launch(q, k, v, out, lut, kv_len, scale, block_size, video_start=video_start, video_len=video_len,
             video_blocks=video_blocks, box=box, text=text, has_partial=has_partial, config=config, use_tma=None,
-            kv_len_covers_video=kv_len_covers_video)
+            kv_len_covers_video=kv_len_covers_video,
+            text_blocks=lut[0].shape[-1] - video_blocks if text_blocks is None else text_blocks)
 
 
 def _partial_dims(has_partial: bool | int) -> int:
@@ -616,7 +635,7 @@ def _check_head_dim(D: int) -> None:
 
 
 def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_len, video_blocks, box, text,
-            has_partial, config, use_tma, kv_len_covers_video=False) -> None:
+            has_partial, config, use_tma, kv_len_covers_video=False, text_blocks=0) -> None:
     B, S, H, D = q.shape
     kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord = (x.contiguous() for x in lut)
     G, M = kv_counts.shape
@@ -662,7 +681,7 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
         *grid_dims,
         kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len_arg,
         float(scale) * LOG2E,
-        H, G, M, video_blocks, W,
+        H, G, M, video_blocks, W, text_blocks,
         1 << max(M * block_size - 1, 1).bit_length(),
     )
     span = video_blocks * block_size
@@ -671,6 +690,7 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
         VIDEO_CAN_CROSS=bool(video_ragged or (has_kv_len and not kv_len_covers_video)), HAS_KV_LEN=has_kv_len, MODE=mode,
         VIDEO_RAGGED=video_ragged, VIDEO_CLIP=mode == 0 and video_start + span > S, VIDEO_STORE_MASKED=video_ragged,
         HAS_TEXT=has_text, TEXT_TMA=text_tma, TEXT_CLIP=has_text and not text_tma and text_row0 + (M - video_blocks) * block_size > qt.shape[1],
+        TEXT_ROWS_FIRST=TEXT_ROWS_FIRST and text_blocks > 0,
         **tile_kw,
     )
     # Query tiles: every block of the layout, except that rows-mode tiles wholly past the last

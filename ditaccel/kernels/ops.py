@@ -37,16 +37,18 @@ def block_sparse_attention_op(
     scale: float | None,
     block_size: int,
     partial_dims: int,
+    text_blocks: int = 0,
 ) -> torch.Tensor:
-    """Block-sparse attention of [B, N, H, D] q, k, v over a LUT; returns a new contiguous
-    [B, N, H, D] tensor."""
+    """Block-sparse attention of [B, N, H, D] q, k, v over a LUT (its last ``text_blocks`` blocks
+    joint attention's text); returns a new contiguous [B, N, H, D] tensor."""
     return block_sparse_attention_fwd(
-        q, k, v, kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len, scale, block_size, has_partial=partial_dims
+        q, k, v, kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len, scale, block_size, has_partial=partial_dims,
+        text_blocks=text_blocks,
     )
 
 
 @block_sparse_attention_op.register_fake
-def _(q, k, v, kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len, scale, block_size, partial_dims):
+def _(q, k, v, kv_counts, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len, scale, block_size, partial_dims, text_blocks=0):
     return q.new_empty(q.shape)
 
 
@@ -132,7 +134,8 @@ def model_order_attention_op(
             rows_lut = (kv_counts, kv_counts, *lut[2:])
             block_sparse_attention_placed(qc, kc, vc, oc, rows_lut, kv_len, scale, block_size, video_start=0,
                                           video_len=qc.shape[1], video_blocks=kv_counts.shape[-1], box=None, text=None,
-                                          has_partial=partial_dims, kv_len_covers_video=True)
+                                          has_partial=partial_dims, kv_len_covers_video=True,
+                                          text_blocks=kv_counts.shape[-1] - video_blocks)
             out[:, video] = _gather(oc[:, :canon_len], raster_to_canon)
             if text:
                 text[3][:, text[4] : text[4] + text_len] = oc[:, canon_len:]
@@ -233,7 +236,7 @@ def triton_block_sparse_attention(
         kv_len = kv_len.to(device=q.device, dtype=torch.int32)
     out = block_sparse_attention_op(
         q, k, v, lay.kv_counts, lay.kv_indices, lay.kv_partial, lay.q_lo, lay.q_hi, lay.k_coord,
-        kv_len, float(scale), lay.block_size, partial_dims,
+        kv_len, float(scale), lay.block_size, partial_dims, lay.num_text_blocks,
     )
     return out[..., :D]
 
