@@ -76,6 +76,9 @@ SUPPORTED_HEAD_DIMS = (64, 128)
 # Launch order of joint attention's text query tiles (see the kernel): first in each head's run of
 # programs. A module constant so that a benchmark can time the canonical order against it.
 TEXT_ROWS_FIRST = True
+# Partial blocks whose flag names one coordinate test only that one, chosen at run time, instead
+# of every coordinate of the layout's PARTIAL_DIMS (layouts with two or more). Off until measured.
+ONE_COORDINATE_TEST = False
 
 
 def interpreting() -> bool:
@@ -191,6 +194,25 @@ def _masked_scores(
 
 
 @triton.jit
+def _one_coordinate_scores(
+    qk, start_n, is_partial, kv_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
+    BLOCK_N: tl.constexpr, CAN_CROSS: tl.constexpr,
+):
+    """_masked_scores for a block whose flag names at most one coordinate: that coordinate's test
+    alone, chosen at run time (the rows' bounds are selected as [BLOCK_M] vectors, so the
+    [BLOCK_M, BLOCK_N] work is one comparison whatever the layout's PARTIAL_DIMS)."""
+    c = (is_partial >= 2).to(tl.int32) + (is_partial >= 4).to(tl.int32) + (is_partial >= 8).to(tl.int32)
+    lo = tl.where(c == 0, lo0, tl.where(c == 1, lo1, tl.where(c == 2, lo2, lo3)))
+    width = tl.where(c == 0, w0, tl.where(c == 1, w1, tl.where(c == 2, w2, w3)))
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    kc = tl.load(k_coord + offs_n.to(tl.int64) * 4 + c)
+    inside = (kc[None, :] - lo[:, None]).to(tl.uint32) <= width[:, None]
+    if CAN_CROSS:
+        inside = (offs_n[None, :] < kv_end) & (inside | (is_partial == 0))
+    return tl.where(inside, qk, float("-inf"))
+
+
+@triton.jit
 def _online_softmax(qk, v, m_i, l_i, acc, qk_scale):
     """Fold one tile of scores (and its values) into the running max, denominator and output."""
     m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
@@ -244,6 +266,7 @@ def _block_sparse_fwd(
     NT_H: tl.constexpr = 1, NT_W: tl.constexpr = 1,
     WARP_SPECIALIZE: tl.constexpr = False,
     TEXT_ROWS_FIRST: tl.constexpr = False,  # start each head's text query tiles first
+    ONE_COORDINATE_TEST: tl.constexpr = False,  # blocks partial in one coordinate test it alone
 ):
     # Query tiles are the fastest grid axis: programs of one head run together and share its
     # K/V in L2.
@@ -322,8 +345,19 @@ def _block_sparse_fwd(
         if PARTIAL_DIMS != 0:
             is_partial = tl.load(flag_row + entry).to(tl.int32)
             if (is_partial != 0) | (start_n + BLOCK_N > v_end):
-                qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
-                                    BLOCK_M, BLOCK_N, PARTIAL_DIMS, VIDEO_CAN_CROSS)
+                if ONE_COORDINATE_TEST:
+                    # Most partial blocks are partial in one coordinate (a stride-1 window over
+                    # one-frame tiles: in w alone for about half of them): one test, not all of
+                    # PARTIAL_DIMS'.
+                    if (is_partial & (is_partial - 1)) == 0:
+                        qk = _one_coordinate_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2,
+                                                    lo3, w3, BLOCK_N, VIDEO_CAN_CROSS)
+                    else:
+                        qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
+                                            BLOCK_M, BLOCK_N, PARTIAL_DIMS, VIDEO_CAN_CROSS)
+                else:
+                    qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
+                                        BLOCK_M, BLOCK_N, PARTIAL_DIMS, VIDEO_CAN_CROSS)
         elif start_n + BLOCK_N > v_end:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             qk = tl.where(offs_n[None, :] < v_end, qk, float("-inf"))
@@ -465,7 +499,7 @@ def _prune_configs(configs, named_args, **kwargs):
 _block_sparse_fwd_tuned = triton.autotune(
     configs=AUTOTUNE_CONFIGS,
     key=["HEAD_DIM", "LAYOUT_BLOCK", "SEQ_BUCKET", "PARTIAL_DIMS", "HAS_KV_LEN", "MODE", "VIDEO_RAGGED", "HAS_TEXT", "TEXT_TMA",
-         "TEXT_ROWS_FIRST"],
+         "TEXT_ROWS_FIRST", "ONE_COORDINATE_TEST"],
     prune_configs_by={"early_config_prune": _prune_configs},
 )(_block_sparse_fwd)
 
@@ -691,6 +725,7 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
         VIDEO_RAGGED=video_ragged, VIDEO_CLIP=mode == 0 and video_start + span > S, VIDEO_STORE_MASKED=video_ragged,
         HAS_TEXT=has_text, TEXT_TMA=text_tma, TEXT_CLIP=has_text and not text_tma and text_row0 + (M - video_blocks) * block_size > qt.shape[1],
         TEXT_ROWS_FIRST=TEXT_ROWS_FIRST and text_blocks > 0,
+        ONE_COORDINATE_TEST=ONE_COORDINATE_TEST and bin(_partial_dims(has_partial)).count("1") > 1,
         **tile_kw,
     )
     # Query tiles: every block of the layout, except that rows-mode tiles wholly past the last
