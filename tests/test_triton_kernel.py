@@ -155,18 +155,16 @@ def test_text_rows_first_is_only_an_order(monkeypatch):
 
 @needs_process
 @pytest.mark.parametrize("tile", [None, (1, 8, 8)], ids=["tile_4x4x4", "tile_1x8x8"])
-def test_one_coordinate_test_matches_the_reference(tile, monkeypatch):
-    # Blocks partial in one coordinate test that one alone (chosen per block at run time), the
-    # others every coordinate of the layout; text with kv_len adds blocks that only cross the key end.
+def test_prefetched_key_coordinates_match_the_reference(tile, monkeypatch):
+    # Key coordinates loaded with K and V for every block (PREFETCH_COORDS) or inside the masked
+    # branch: the same masks, bit for bit; text with kv_len adds blocks that only cross the key end.
     video = Neighborhood(window=(2, 5, 5), tile=tile, block_size=64).build_layout((3, 9, 11))
-    flags = video.kv_partial[video.kv_indices >= 0].int()
-    single = (flags != 0) & ((flags & (flags - 1)) == 0)
-    assert single.any() and (~single & (flags != 0)).any() and bin(video.partial_dims).count("1") >= 2
     layout = with_text(video, 70)
+    assert video.has_partial and not layout.kv_partial[layout.kv_indices >= 0].all()  # the text blocks are whole
     kv_len = torch.tensor([video.seq_len + 70, video.seq_len + 21], dtype=torch.int32)
     outs = []
-    for one in (False, True):
-        monkeypatch.setattr(bst, "ONE_COORDINATE_TEST", one)
+    for prefetch in (False, True):
+        monkeypatch.setattr(bst, "PREFETCH_COORDS", prefetch)
         outs.append(check(layout, B=2, H=1, D=64, dtype=torch.float32, kv_len=kv_len)[0])
     assert torch.equal(outs[0], outs[1])
 

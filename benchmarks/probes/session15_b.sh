@@ -4,7 +4,9 @@
 #    (head_dim 64; stride 1 and blocked) and HunyuanVideo 720p (stride 1, text);
 # 2. the dynamic methods' rows with today's presets and key ranges, one file (attention_h200_dynamic.json);
 # 3. the kernel's GPU tests for the new paths.
-# Everything is packed into one archive (the device returns a limited number of files).
+# Everything was to be packed into one archive (the device returns a limited number of files): tar
+# failed, archiving the directory it wrote into; the Wan dynamic rows came back, HunyuanVideo's hit the
+# 130 s limit (call c). ONE_COORDINATE_TEST was removed after this call: slower on stride-1 windows.
 #   run(carry=[wheels, .lpips], command="... (as session13_a.sh) ...; bash benchmarks/probes/session15_b.sh")
 export PYTHONUNBUFFERED=1
 FLAGS=benchmarks/probes/with_flags.py

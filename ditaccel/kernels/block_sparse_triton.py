@@ -74,11 +74,14 @@ from .layout import PARTIAL_ALL
 LOG2E = 1.4426950408889634
 SUPPORTED_HEAD_DIMS = (64, 128)
 # Launch order of joint attention's text query tiles (see the kernel): first in each head's run of
-# programs. A module constant so that a benchmark can time the canonical order against it.
+# programs. H200, the per-call path with text (benchmarks/results/logs/session15/a): HunyuanVideo
+# 720p stride-1 window 108.9 -> 107.6 ms, CogVideoX-5B stride 1 7.49 -> 7.39 ms, radial at
+# HunyuanVideo 97.2 -> 96.6 ms. A module constant so that a benchmark can time the canonical order.
 TEXT_ROWS_FIRST = True
-# Partial blocks whose flag names one coordinate test only that one, chosen at run time, instead
-# of every coordinate of the layout's PARTIAL_DIMS (layouts with two or more). Off until measured.
-ONE_COORDINATE_TEST = False
+# Partial blocks' key coordinates loaded at the top of each key iteration, with K and V (prefetched by
+# the pipeliner, read by every block of a layout with partial blocks), instead of inside the masked
+# branch after the scores. Off until measured on the GPU.
+PREFETCH_COORDS = False
 
 
 def interpreting() -> bool:
@@ -160,15 +163,34 @@ def _box_lo_width(q_lo, q_hi, offs_m, c: tl.constexpr):
 
 
 @triton.jit
-def _in_range(k_coord, kcol, c: tl.constexpr, lo, width):
+def _key_coords(k_coord, start_n, PARTIAL_DIMS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The coordinates PARTIAL_DIMS names of keys start_n.. (int32 [BLOCK_N] each; zeros for the
+    others, which are never read)."""
+    kcol = (start_n + tl.arange(0, BLOCK_N)).to(tl.int64) * 4
+    kc0 = tl.zeros([BLOCK_N], tl.int32)
+    kc1 = tl.zeros([BLOCK_N], tl.int32)
+    kc2 = tl.zeros([BLOCK_N], tl.int32)
+    kc3 = tl.zeros([BLOCK_N], tl.int32)
+    if PARTIAL_DIMS & 1:
+        kc0 = tl.load(k_coord + kcol)
+    if PARTIAL_DIMS & 2:
+        kc1 = tl.load(k_coord + kcol + 1)
+    if PARTIAL_DIMS & 4:
+        kc2 = tl.load(k_coord + kcol + 2)
+    if PARTIAL_DIMS & 8:
+        kc3 = tl.load(k_coord + kcol + 3)
+    return kc0, kc1, kc2, kc3
+
+
+@triton.jit
+def _in_range(kc, lo, width):
     """[rows, cols]: lo <= k <= lo + width, as one unsigned comparison."""
-    kc = tl.load(k_coord + kcol + c)
     return (kc[None, :] - lo[:, None]).to(tl.uint32) <= width[:, None]
 
 
 @triton.jit
 def _masked_scores(
-    qk, start_n, is_partial, kv_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
+    qk, start_n, is_partial, kv_end, kc0, kc1, kc2, kc3, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PARTIAL_DIMS: tl.constexpr, CAN_CROSS: tl.constexpr,
 ):
     """qk with -inf where the key is outside the query's box in one of the coordinates
@@ -176,37 +198,20 @@ def _masked_scores(
     kv_end. Both are compile-time choices: the coordinates no partial block of the layout needs
     cost nothing (a stride-1 window over one-frame tiles tests h and w only), and without a key end
     inside the video the end test is dropped. Per-block choices in the loop (a scalar branch per
-    coordinate) ran 1.4-1.7x slower on the H200 than the straight-line tests."""
+    coordinate) ran 1.4-1.7x slower on the H200 than the straight-line tests; so did, less, one
+    branch between a single coordinate chosen at run time (blocks whose flag names one) and all of
+    them: CogVideoX-5B stride 1 7.39 -> 7.92 ms, HunyuanVideo 720p stride 1 107.6 -> 116.1 ms, only
+    CogVideoX's blocked window (three coordinates) gained, 6.71 -> 6.60 ms (logs/session15/b)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
-    kcol = offs_n.to(tl.int64) * 4
     inside = tl.full([BLOCK_M, BLOCK_N], 1, tl.int1)
     if PARTIAL_DIMS & 1:
-        inside = inside & _in_range(k_coord, kcol, 0, lo0, w0)
+        inside = inside & _in_range(kc0, lo0, w0)
     if PARTIAL_DIMS & 2:
-        inside = inside & _in_range(k_coord, kcol, 1, lo1, w1)
+        inside = inside & _in_range(kc1, lo1, w1)
     if PARTIAL_DIMS & 4:
-        inside = inside & _in_range(k_coord, kcol, 2, lo2, w2)
+        inside = inside & _in_range(kc2, lo2, w2)
     if PARTIAL_DIMS & 8:
-        inside = inside & _in_range(k_coord, kcol, 3, lo3, w3)
-    if CAN_CROSS:
-        inside = (offs_n[None, :] < kv_end) & (inside | (is_partial == 0))
-    return tl.where(inside, qk, float("-inf"))
-
-
-@triton.jit
-def _one_coordinate_scores(
-    qk, start_n, is_partial, kv_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
-    BLOCK_N: tl.constexpr, CAN_CROSS: tl.constexpr,
-):
-    """_masked_scores for a block whose flag names at most one coordinate: that coordinate's test
-    alone, chosen at run time (the rows' bounds are selected as [BLOCK_M] vectors, so the
-    [BLOCK_M, BLOCK_N] work is one comparison whatever the layout's PARTIAL_DIMS)."""
-    c = (is_partial >= 2).to(tl.int32) + (is_partial >= 4).to(tl.int32) + (is_partial >= 8).to(tl.int32)
-    lo = tl.where(c == 0, lo0, tl.where(c == 1, lo1, tl.where(c == 2, lo2, lo3)))
-    width = tl.where(c == 0, w0, tl.where(c == 1, w1, tl.where(c == 2, w2, w3)))
-    offs_n = start_n + tl.arange(0, BLOCK_N)
-    kc = tl.load(k_coord + offs_n.to(tl.int64) * 4 + c)
-    inside = (kc[None, :] - lo[:, None]).to(tl.uint32) <= width[:, None]
+        inside = inside & _in_range(kc3, lo3, w3)
     if CAN_CROSS:
         inside = (offs_n[None, :] < kv_end) & (inside | (is_partial == 0))
     return tl.where(inside, qk, float("-inf"))
@@ -266,7 +271,7 @@ def _block_sparse_fwd(
     NT_H: tl.constexpr = 1, NT_W: tl.constexpr = 1,
     WARP_SPECIALIZE: tl.constexpr = False,
     TEXT_ROWS_FIRST: tl.constexpr = False,  # start each head's text query tiles first
-    ONE_COORDINATE_TEST: tl.constexpr = False,  # blocks partial in one coordinate test it alone
+    PREFETCH_COORDS: tl.constexpr = False,  # load partial blocks' key coordinates with K and V
 ):
     # Query tiles are the fastest grid axis: programs of one head run together and share its
     # K/V in L2.
@@ -336,6 +341,9 @@ def _block_sparse_fwd(
                         BLOCK_N, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
         v = _video_tile(V, b, h, start_n, video_row0, video_rows, stride_vb, stride_vn, stride_vh, NT_H, NT_W,
                         BLOCK_N, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
+        if PARTIAL_DIMS != 0 and PREFETCH_COORDS:
+            # Loaded with K and V, outside the branch: the pipeliner prefetches them too.
+            kc0, kc1, kc2, kc3 = _key_coords(k_coord, start_n, PARTIAL_DIMS, BLOCK_N)
         qk = tl.dot(q, tl.trans(k))
         # One scalar test per block; whole blocks inside the key end skip the mask entirely. The
         # end test stays even where no block can cross the end (no kv_len, no ragged tail): the
@@ -345,19 +353,10 @@ def _block_sparse_fwd(
         if PARTIAL_DIMS != 0:
             is_partial = tl.load(flag_row + entry).to(tl.int32)
             if (is_partial != 0) | (start_n + BLOCK_N > v_end):
-                if ONE_COORDINATE_TEST:
-                    # Most partial blocks are partial in one coordinate (a stride-1 window over
-                    # one-frame tiles: in w alone for about half of them): one test, not all of
-                    # PARTIAL_DIMS'.
-                    if (is_partial & (is_partial - 1)) == 0:
-                        qk = _one_coordinate_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2,
-                                                    lo3, w3, BLOCK_N, VIDEO_CAN_CROSS)
-                    else:
-                        qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
-                                            BLOCK_M, BLOCK_N, PARTIAL_DIMS, VIDEO_CAN_CROSS)
-                else:
-                    qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
-                                        BLOCK_M, BLOCK_N, PARTIAL_DIMS, VIDEO_CAN_CROSS)
+                if not PREFETCH_COORDS:
+                    kc0, kc1, kc2, kc3 = _key_coords(k_coord, start_n, PARTIAL_DIMS, BLOCK_N)
+                qk = _masked_scores(qk, start_n, is_partial, v_end, kc0, kc1, kc2, kc3, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
+                                    BLOCK_M, BLOCK_N, PARTIAL_DIMS, VIDEO_CAN_CROSS)
         elif start_n + BLOCK_N > v_end:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             qk = tl.where(offs_n[None, :] < v_end, qk, float("-inf"))
@@ -499,7 +498,7 @@ def _prune_configs(configs, named_args, **kwargs):
 _block_sparse_fwd_tuned = triton.autotune(
     configs=AUTOTUNE_CONFIGS,
     key=["HEAD_DIM", "LAYOUT_BLOCK", "SEQ_BUCKET", "PARTIAL_DIMS", "HAS_KV_LEN", "MODE", "VIDEO_RAGGED", "HAS_TEXT", "TEXT_TMA",
-         "TEXT_ROWS_FIRST", "ONE_COORDINATE_TEST"],
+         "TEXT_ROWS_FIRST", "PREFETCH_COORDS"],
     prune_configs_by={"early_config_prune": _prune_configs},
 )(_block_sparse_fwd)
 
@@ -725,7 +724,7 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
         VIDEO_RAGGED=video_ragged, VIDEO_CLIP=mode == 0 and video_start + span > S, VIDEO_STORE_MASKED=video_ragged,
         HAS_TEXT=has_text, TEXT_TMA=text_tma, TEXT_CLIP=has_text and not text_tma and text_row0 + (M - video_blocks) * block_size > qt.shape[1],
         TEXT_ROWS_FIRST=TEXT_ROWS_FIRST and text_blocks > 0,
-        ONE_COORDINATE_TEST=ONE_COORDINATE_TEST and bin(_partial_dims(has_partial)).count("1") > 1,
+        PREFETCH_COORDS=PREFETCH_COORDS,
         **tile_kw,
     )
     # Query tiles: every block of the layout, except that rows-mode tiles wholly past the last
