@@ -154,22 +154,6 @@ def test_text_rows_first_is_only_an_order(monkeypatch):
 
 
 @needs_process
-@pytest.mark.parametrize("tile", [None, (1, 8, 8)], ids=["tile_4x4x4", "tile_1x8x8"])
-def test_prefetched_key_coordinates_match_the_reference(tile, monkeypatch):
-    # Key coordinates loaded with K and V for every block (PREFETCH_COORDS) or inside the masked
-    # branch: the same masks, bit for bit; text with kv_len adds blocks that only cross the key end.
-    video = Neighborhood(window=(2, 5, 5), tile=tile, block_size=64).build_layout((3, 9, 11))
-    layout = with_text(video, 70)
-    assert video.has_partial and not layout.kv_partial[layout.kv_indices >= 0].all()  # the text blocks are whole
-    kv_len = torch.tensor([video.seq_len + 70, video.seq_len + 21], dtype=torch.int32)
-    outs = []
-    for prefetch in (False, True):
-        monkeypatch.setattr(bst, "PREFETCH_COORDS", prefetch)
-        outs.append(check(layout, B=2, H=1, D=64, dtype=torch.float32, kv_len=kv_len)[0])
-    assert torch.equal(outs[0], outs[1])
-
-
-@needs_process
 def test_padded_text_keys_do_not_matter():
     video = Radial(decay=1.0, block_size=64, sink=False).build_layout((3, 4, 10))
     layout = with_text(video, 50)

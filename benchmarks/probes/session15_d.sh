@@ -1,4 +1,4 @@
-# H200 call 4 of session 15 (issue 15, head_dim 64): partial blocks' key coordinates loaded with K and V
+# H200 call 4 of session 15 (issue 15, head_dim 64; PREFETCH_COORDS was removed after it: slower): partial blocks' key coordinates loaded with K and V
 # at the top of each key iteration (PREFETCH_COORDS) against inside the masked branch, CogVideoX-5B.
 #   run(carry=[wheels, .lpips], command="... (as session13_a.sh) ...; bash benchmarks/probes/session15_d.sh")
 export PYTHONUNBUFFERED=1

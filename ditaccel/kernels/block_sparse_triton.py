@@ -78,10 +78,6 @@ SUPPORTED_HEAD_DIMS = (64, 128)
 # 720p stride-1 window 108.9 -> 107.6 ms, CogVideoX-5B stride 1 7.49 -> 7.39 ms, radial at
 # HunyuanVideo 97.2 -> 96.6 ms. A module constant so that a benchmark can time the canonical order.
 TEXT_ROWS_FIRST = True
-# Partial blocks' key coordinates loaded at the top of each key iteration, with K and V (prefetched by
-# the pipeliner, read by every block of a layout with partial blocks), instead of inside the masked
-# branch after the scores. Off until measured on the GPU.
-PREFETCH_COORDS = False
 
 
 def interpreting() -> bool:
@@ -201,7 +197,9 @@ def _masked_scores(
     coordinate) ran 1.4-1.7x slower on the H200 than the straight-line tests; so did, less, one
     branch between a single coordinate chosen at run time (blocks whose flag names one) and all of
     them: CogVideoX-5B stride 1 7.39 -> 7.92 ms, HunyuanVideo 720p stride 1 107.6 -> 116.1 ms, only
-    CogVideoX's blocked window (three coordinates) gained, 6.71 -> 6.60 ms (logs/session15/b)."""
+    CogVideoX's blocked window (three coordinates) gained, 6.71 -> 6.60 ms (logs/session15/b). Loading
+    the key coordinates at the top of every iteration, with K and V, was slower too (CogVideoX-5B
+    stride 1 7.40 -> 7.69 ms, blocked 6.71 -> 7.12; logs/session15/d)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     inside = tl.full([BLOCK_M, BLOCK_N], 1, tl.int1)
     if PARTIAL_DIMS & 1:
@@ -271,7 +269,6 @@ def _block_sparse_fwd(
     NT_H: tl.constexpr = 1, NT_W: tl.constexpr = 1,
     WARP_SPECIALIZE: tl.constexpr = False,
     TEXT_ROWS_FIRST: tl.constexpr = False,  # start each head's text query tiles first
-    PREFETCH_COORDS: tl.constexpr = False,  # load partial blocks' key coordinates with K and V
 ):
     # Query tiles are the fastest grid axis: programs of one head run together and share its
     # K/V in L2.
@@ -341,9 +338,6 @@ def _block_sparse_fwd(
                         BLOCK_N, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
         v = _video_tile(V, b, h, start_n, video_row0, video_rows, stride_vb, stride_vn, stride_vh, NT_H, NT_W,
                         BLOCK_N, HEAD_DIM, MODE, VIDEO_CLIP, TT, TH, TW)
-        if PARTIAL_DIMS != 0 and PREFETCH_COORDS:
-            # Loaded with K and V, outside the branch: the pipeliner prefetches them too.
-            kc0, kc1, kc2, kc3 = _key_coords(k_coord, start_n, PARTIAL_DIMS, BLOCK_N)
         qk = tl.dot(q, tl.trans(k))
         # One scalar test per block; whole blocks inside the key end skip the mask entirely. The
         # end test stays even where no block can cross the end (no kv_len, no ragged tail): the
@@ -353,8 +347,7 @@ def _block_sparse_fwd(
         if PARTIAL_DIMS != 0:
             is_partial = tl.load(flag_row + entry).to(tl.int32)
             if (is_partial != 0) | (start_n + BLOCK_N > v_end):
-                if not PREFETCH_COORDS:
-                    kc0, kc1, kc2, kc3 = _key_coords(k_coord, start_n, PARTIAL_DIMS, BLOCK_N)
+                kc0, kc1, kc2, kc3 = _key_coords(k_coord, start_n, PARTIAL_DIMS, BLOCK_N)
                 qk = _masked_scores(qk, start_n, is_partial, v_end, kc0, kc1, kc2, kc3, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
                                     BLOCK_M, BLOCK_N, PARTIAL_DIMS, VIDEO_CAN_CROSS)
         elif start_n + BLOCK_N > v_end:
@@ -498,7 +491,7 @@ def _prune_configs(configs, named_args, **kwargs):
 _block_sparse_fwd_tuned = triton.autotune(
     configs=AUTOTUNE_CONFIGS,
     key=["HEAD_DIM", "LAYOUT_BLOCK", "SEQ_BUCKET", "PARTIAL_DIMS", "HAS_KV_LEN", "MODE", "VIDEO_RAGGED", "HAS_TEXT", "TEXT_TMA",
-         "TEXT_ROWS_FIRST", "PREFETCH_COORDS"],
+         "TEXT_ROWS_FIRST"],
     prune_configs_by={"early_config_prune": _prune_configs},
 )(_block_sparse_fwd)
 
@@ -724,7 +717,6 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
         VIDEO_RAGGED=video_ragged, VIDEO_CLIP=mode == 0 and video_start + span > S, VIDEO_STORE_MASKED=video_ragged,
         HAS_TEXT=has_text, TEXT_TMA=text_tma, TEXT_CLIP=has_text and not text_tma and text_row0 + (M - video_blocks) * block_size > qt.shape[1],
         TEXT_ROWS_FIRST=TEXT_ROWS_FIRST and text_blocks > 0,
-        PREFETCH_COORDS=PREFETCH_COORDS,
         **tile_kw,
     )
     # Query tiles: every block of the layout, except that rows-mode tiles wholly past the last
