@@ -66,12 +66,13 @@ _TOPK = {family: (TopK(density=m.density, block_size=m.block_size), s) for famil
 #   schedule): 24.08 / 0.902 / 0.087 against 23.08 / 0.807 / 0.100, both at 0.489 (top-k 22.38 / 0.859 /
 #   0.077 at 0.484); at richer splits the sampled estimate does better (29.67 / 0.955 / 0.014 at 0.543
 #   above), but its importance pass is ~3% of dense compute;
-# - speed (attention.py, H200): the score's pass is one statistics read: Wan2.1-14B 720p 46.7 ms, 4.51x
-#   cuDNN, 8.7% overhead; HunyuanVideo 720p 68.2 ms, 4.56x, 5.9%; against the mass preset's 39% at Wan
-#   and the sampled fractions' 22% at HunyuanVideo;
-# - per call on captured q, k, v (benchmarks/results/fidelity_tiled): beats top-k at 21 of 24 points
-#   (sampled: 17). In mass mode the score is a poor ranking: its softmax is flat, so the thresholds
-#   keep ~40% of the blocks at Wan 720p.
+# - speed (attention.py, H200, benchmarks/results/attention_h200_dynamic.json): the score's pass is one
+#   statistics read: Wan2.1-14B 720p 46.7 ms, 4.49x cuDNN, 8.7% overhead; HunyuanVideo 720p 68.1 ms,
+#   4.60x, 5.9%; against the mass preset's 39% at Wan and the sampled fractions' 22% at HunyuanVideo;
+# - per call on captured q, k, v (benchmarks/results/fidelity_tiled, top-k at every block count): beats
+#   top-k at 26 of 30 points (sampled: 21); the four it loses, by 4-26%, are step 2 layer 1 at 15-30%
+#   and step 18 layer 1 at 5%. In mass mode the score is a poor ranking: its softmax is flat, so the
+#   thresholds keep ~40% of the blocks at Wan 720p.
 _PYRAMID_WARMUP = 0.3
 _PYRAMID = {
     "default": (Pyramid(mode="fraction", importance="score"), Schedule(dense_steps=_PYRAMID_WARMUP)),
