@@ -144,7 +144,7 @@ def test_text_rows_first_is_only_an_order(monkeypatch):
     # Starting each head's text query tiles first changes which program computes a tile, not what
     # it computes: every tile once, the same result bit for bit as in canonical order.
     video = Neighborhood(window=(2, 3, 5), block_size=64).build_layout((2, 6, 10))
-    layout = with_text(video, 150)  # three text tiles after fifteen video tiles
+    layout = with_text(video, 150)  # three text tiles after three video tiles
     kv_len = torch.tensor([video.seq_len + 150, video.seq_len + 90], dtype=torch.int32)
     outs = []
     for first in (False, True):

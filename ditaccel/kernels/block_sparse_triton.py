@@ -41,6 +41,12 @@ keeps them, so token tiling costs no copy of keys and values:
   sorted, so the key loop is two loops: the video entries, then the text entries, each with one
   kind of load.
 
+Launch order. Query tiles are the grid's fastest axis, so one head's programs run together and
+share its keys and values in L2. Joint attention's text query tiles attend every key, several times
+a video tile's work; each head's tiles are rotated so that its text tiles start first
+(TEXT_ROWS_FIRST; text_q_blocks says how many there are), instead of the last head's running alone
+after everything else.
+
 Ragged ends. In rows mode the video may hold video_len tokens, fewer than its blocks cover
 (a raster layout whose padding tokens the caller never materialised): positions >= video_len are
 absent. Keys there are masked like keys beyond kv_len (only blocks crossing the end pay), query
@@ -159,34 +165,15 @@ def _box_lo_width(q_lo, q_hi, offs_m, c: tl.constexpr):
 
 
 @triton.jit
-def _key_coords(k_coord, start_n, PARTIAL_DIMS: tl.constexpr, BLOCK_N: tl.constexpr):
-    """The coordinates PARTIAL_DIMS names of keys start_n.. (int32 [BLOCK_N] each; zeros for the
-    others, which are never read)."""
-    kcol = (start_n + tl.arange(0, BLOCK_N)).to(tl.int64) * 4
-    kc0 = tl.zeros([BLOCK_N], tl.int32)
-    kc1 = tl.zeros([BLOCK_N], tl.int32)
-    kc2 = tl.zeros([BLOCK_N], tl.int32)
-    kc3 = tl.zeros([BLOCK_N], tl.int32)
-    if PARTIAL_DIMS & 1:
-        kc0 = tl.load(k_coord + kcol)
-    if PARTIAL_DIMS & 2:
-        kc1 = tl.load(k_coord + kcol + 1)
-    if PARTIAL_DIMS & 4:
-        kc2 = tl.load(k_coord + kcol + 2)
-    if PARTIAL_DIMS & 8:
-        kc3 = tl.load(k_coord + kcol + 3)
-    return kc0, kc1, kc2, kc3
-
-
-@triton.jit
-def _in_range(kc, lo, width):
+def _in_range(k_coord, kcol, c: tl.constexpr, lo, width):
     """[rows, cols]: lo <= k <= lo + width, as one unsigned comparison."""
+    kc = tl.load(k_coord + kcol + c)
     return (kc[None, :] - lo[:, None]).to(tl.uint32) <= width[:, None]
 
 
 @triton.jit
 def _masked_scores(
-    qk, start_n, is_partial, kv_end, kc0, kc1, kc2, kc3, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
+    qk, start_n, is_partial, kv_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PARTIAL_DIMS: tl.constexpr, CAN_CROSS: tl.constexpr,
 ):
     """qk with -inf where the key is outside the query's box in one of the coordinates
@@ -201,15 +188,16 @@ def _masked_scores(
     the key coordinates at the top of every iteration, with K and V, was slower too (CogVideoX-5B
     stride 1 7.40 -> 7.69 ms, blocked 6.71 -> 7.12; logs/session15/d)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
+    kcol = offs_n.to(tl.int64) * 4
     inside = tl.full([BLOCK_M, BLOCK_N], 1, tl.int1)
     if PARTIAL_DIMS & 1:
-        inside = inside & _in_range(kc0, lo0, w0)
+        inside = inside & _in_range(k_coord, kcol, 0, lo0, w0)
     if PARTIAL_DIMS & 2:
-        inside = inside & _in_range(kc1, lo1, w1)
+        inside = inside & _in_range(k_coord, kcol, 1, lo1, w1)
     if PARTIAL_DIMS & 4:
-        inside = inside & _in_range(kc2, lo2, w2)
+        inside = inside & _in_range(k_coord, kcol, 2, lo2, w2)
     if PARTIAL_DIMS & 8:
-        inside = inside & _in_range(kc3, lo3, w3)
+        inside = inside & _in_range(k_coord, kcol, 3, lo3, w3)
     if CAN_CROSS:
         inside = (offs_n[None, :] < kv_end) & (inside | (is_partial == 0))
     return tl.where(inside, qk, float("-inf"))
@@ -347,8 +335,7 @@ def _block_sparse_fwd(
         if PARTIAL_DIMS != 0:
             is_partial = tl.load(flag_row + entry).to(tl.int32)
             if (is_partial != 0) | (start_n + BLOCK_N > v_end):
-                kc0, kc1, kc2, kc3 = _key_coords(k_coord, start_n, PARTIAL_DIMS, BLOCK_N)
-                qk = _masked_scores(qk, start_n, is_partial, v_end, kc0, kc1, kc2, kc3, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
+                qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
                                     BLOCK_M, BLOCK_N, PARTIAL_DIMS, VIDEO_CAN_CROSS)
         elif start_n + BLOCK_N > v_end:
             offs_n = start_n + tl.arange(0, BLOCK_N)
