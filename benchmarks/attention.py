@@ -196,7 +196,8 @@ def all_blocks_layout(layout: BlockLayout) -> BlockLayout:
 def run_ours(q, k, v, layout, kv_len, config=None):
     return bst.block_sparse_attention_fwd(q, k, v, layout.kv_counts, layout.kv_indices, layout.kv_partial, layout.q_lo,
                                           layout.q_hi, layout.k_coord, kv_len, None, layout.block_size,
-                                          has_partial=_prepared(layout, q.device)[1], config=config)
+                                          has_partial=_prepared(layout, q.device)[1], config=config,
+                                          text_blocks=layout.num_text_blocks)
 
 
 def flex_runner(layout: BlockLayout, video_len: int, kv_end: int | None, H: int):

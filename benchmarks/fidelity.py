@@ -251,7 +251,7 @@ def sweep(q, k, v, tag: dict) -> list[dict]:
             add("piecewise", f"order={order}", param, fraction, overhead, out)
     # TopK at every whole number of blocks per row up to half of them: the baseline's curve between
     # the densities (a selection of floor(density x blocks) blocks: density (n + 0.5) / blocks keeps n).
-    at_densities = {round(int(d * nb) / nb, 9) for d in DENSITIES}
+    at_densities = {round(max(1, int(d * nb)) / nb, 9) for d in DENSITIES}
     for n in range(1, -(-nb // 2) + 1):
         if round(n / nb, 9) in at_densities:
             continue

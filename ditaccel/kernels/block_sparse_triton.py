@@ -262,12 +262,7 @@ def _block_sparse_fwd(
     # K/V in L2.
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    video_end = video_blocks * LAYOUT_BLOCK  # canonical position of the first text token
-    if TEXT_ROWS_FIRST:
-        # Text query tiles (the layout's last text_q_blocks) attend every key, many times a video
-        # tile's work: started last (their canonical place) the last head's ones run on a few SMs
-        # after the rest is done. Each head's tiles are rotated so that its text tiles start
-        # first; the video tiles keep their order.
+    if TEXT_ROWS_FIRST:  # each head's tiles rotated so that its text tiles start first (docstring)
         pid_m = (pid_m + ((num_q_blocks - text_q_blocks) * LAYOUT_BLOCK) // BLOCK_M) % tl.num_programs(0)
     b = pid_bh // num_heads
     h = pid_bh % num_heads
@@ -276,6 +271,7 @@ def _block_sparse_fwd(
     count = tl.load(kv_counts + lut_row)
     idx_row = kv_indices + lut_row * lut_width
     flag_row = kv_partial + lut_row * lut_width
+    video_end = video_blocks * LAYOUT_BLOCK  # canonical position of the first text token
 
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)
