@@ -583,7 +583,7 @@ def main() -> None:
                 rec = dict(case=name, method=method, gpu=gpu, tokens=n_real, canonical_tokens=N, heads=H, head_dim=D,
                            block_size=lay.block_size, grid=list(grid), text_tokens=text_real, text_position=cfg.get("text_position"),
                            block_density=round(lay.block_density(), 4),
-                           partial_fraction=round(float(lay.kv_partial.sum()) / float(lay.kv_counts.sum()), 4),
+                           partial_fraction=round(float((lay.kv_partial != 0).sum()) / float(lay.kv_counts.sum()), 4),
                            tile=list(lay.tiling.tile) if lay.tiling is not None and lay.tiling.tile else None,
                            token_access=token_access(lay))
                 if args.check:
@@ -603,6 +603,9 @@ def main() -> None:
                     print(f"  check {method}: rel L2 {err:.2e} {checks[-1]}", flush=True)
                     del ref, out, again
                 fns = {"ours": ours, "kernel_canonical": lambda: run_ours(qc, kc, vc, lay, kv_len), "cudnn_dense": cudnn}
+                ours()  # the config the runtime call runs (the autotuner names the one of its last call)
+                best = getattr(bst._block_sparse_fwd_tuned, "best_config", None)
+                rec["config"] = str(best) if best is not None else None
                 if xformers_dense is not None:
                     fns["xformers_dense"] = xformers_dense
                 elif xformers_error is not None:
@@ -675,8 +678,6 @@ def main() -> None:
                 if "flex" in times:
                     rec.update(flex_ms=round(times["flex"], 3), flex_ms_rounds=times["rounds"]["flex"],
                                flex_useful_tflops=round(useful / times["flex"] / 1e9, 1), speedup_vs_flex=round(times["flex"] / ours_ms, 3))
-                best = getattr(bst._block_sparse_fwd_tuned, "best_config", None)
-                rec["config"] = str(best) if best is not None else None
                 if lay.tiling is not None and lay.tiling.tile is not None:
                     # The gather fallback (dilation, GPUs without tensor descriptors): 3 gathers in, 1 out.
                     t = lay.tiling

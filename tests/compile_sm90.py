@@ -17,9 +17,10 @@ from ditaccel.kernels import block_sparse_triton as bst
 
 
 def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, partial_dims=0b1111, has_kv_len=False, mode=1, ragged=False,
-                   text=False, tile=(1, 8, 16), dtype=torch.bfloat16, text_first=None):
+                   text=False, tile=(1, 8, 16), dtype=torch.bfloat16, text_first=None, mask_k=0):
     """mode: 0 pointer rows, 1 descriptor rows, 2 grid boxes (5-D descriptors). text_first: the text
-    query tiles started first (default: with text; the gather path has it without HAS_TEXT)."""
+    query tiles started first (default: with text; the gather path has it without HAS_TEXT). mask_k: the
+    dot mask's columns (0: the element-wise box test)."""
     fn = bst._block_sparse_fwd
     B, N, H = 1, 75776, 40
 
@@ -44,12 +45,12 @@ def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, partial_dims=0b1111
         vals.update({f"stride_{t}b": N * H * D, f"stride_{t}n": H * D, f"stride_{t}h": D})
     vals.update(video_row0=0, video_rows=N, video_len=N - 100 if ragged else N, text_row0=N, text_rows=N + 512, text_len=500,
                 grid_t=21, grid_h=45, grid_w=80, kv_counts=i32, kv_counts_video=i32, kv_indices=i32, kv_partial=i8, q_lo=i32, q_hi=i32,
-                k_coord=i32, kv_len=i32, qk_scale=0.1, num_heads=H, num_groups=1, num_q_blocks=N // 128, video_blocks=N // 128,
+                k_coord=i32, mask_values=i32, mask_onehot=torch.empty(1, dtype=torch.bfloat16), mask_cols=i32, kv_len=i32, qk_scale=0.1, num_heads=H, num_groups=1, num_q_blocks=N // 128, video_blocks=N // 128,
                 lut_width=200, text_q_blocks=4, SEQ_BUCKET=131072)
     const = dict(HEAD_DIM=D, LAYOUT_BLOCK=128, BLOCK_M=BM, BLOCK_N=BN, NUM_STAGES=stages, PARTIAL_DIMS=partial_dims,
                  HAS_KV_LEN=has_kv_len, VIDEO_CAN_CROSS=ragged or has_kv_len, MODE=mode, VIDEO_RAGGED=ragged, VIDEO_CLIP=mode == 0, VIDEO_STORE_MASKED=ragged,
                  HAS_TEXT=text, TEXT_TMA=text_tma, TEXT_CLIP=text and not text_tma, TT=tile[0], TH=tile[1], TW=tile[2], NT_H=-(-45 // tile[1]), NT_W=-(-80 // tile[2]),
-                 WARP_SPECIALIZE=False, TEXT_ROWS_FIRST=text if text_first is None else text_first)
+                 WARP_SPECIALIZE=False, TEXT_ROWS_FIRST=text if text_first is None else text_first, MASK_K=mask_k, MASK_FP32=False, DOT_MASK=True)
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in const:
@@ -70,5 +71,7 @@ if __name__ == "__main__":
     cases = [dict(), dict(has_kv_len=True), dict(partial_dims=0), dict(partial_dims=0b1100), dict(partial_dims=0b1110, D=64, warps=4, mode=2, tile=(2, 8, 8)), dict(D=64, warps=4), dict(BN=64), dict(mode=0),
              dict(ragged=True), dict(ragged=True, mode=0), dict(ragged=True, D=64, warps=4), dict(mode=2), dict(mode=2, text=True),
              dict(mode=2, tile=(2, 8, 8), D=64, warps=4, text=True, has_kv_len=True), dict(text=True, ragged=True),
-             dict(mode=0, text=True), dict(text_first=True)]
+             dict(mode=0, text=True), dict(text_first=True),
+             dict(partial_dims=0b1110, D=64, warps=4, mode=2, tile=(2, 8, 8), mask_k=32),
+             dict(D=64, warps=4, text=True, has_kv_len=True, mask_k=32), dict(partial_dims=0b1100, stages=2, mask_k=32)]
     json.dump([dict(cfg, **compile_config(**cfg)) for cfg in cases], sys.stdout)

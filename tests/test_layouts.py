@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ditaccel import Neighborhood, Radial
 from ditaccel.kernels import build_tiling, reference_block_sparse_attention
-from ditaccel.kernels.layout import pack_block_mask, with_text
+from ditaccel.kernels.layout import mask_columns, pack_block_mask, with_text
 from ditaccel.plugins.sparse_attention import SparseAttention
 
 from reference_masks import joint_mask, neighborhood_mask, radial_mask
@@ -166,6 +166,50 @@ def test_partial_bits_name_exactly_the_failing_coordinates(grid, window, stride,
             seen_one_dim |= bin(flag).count("1") == 1
     if tile is not None:
         assert seen_one_dim  # stride-1 windows have blocks partial in one dimension only
+
+
+@pytest.mark.parametrize("grid,window,stride,dilation,causal,tile", [
+    *(case + (None,) for case in NEIGHBORHOOD_CASES),
+    ((3, 13, 21), (2, 5, 5), (1, 1, 1), (1, 1, 1), (False, False, False), (2, 4, 8)),  # padding in every tile row
+])
+def test_mask_columns_count_the_failed_coordinates(grid, window, stride, dilation, causal, tile):
+    # The kernel's dot mask: for every (query, key) pair of a block pair, the rows' penalties
+    # (-1 per column whose value is outside the query's box, in the column's coordinate) times the
+    # keys' one-hot columns must be minus the number of tested coordinates that the key fails.
+    layout = Neighborhood(window=window, stride=stride, dilation=dilation, causal=causal, block_size=64,
+                          tile=tile).build_layout(grid)
+    dims = layout.partial_dims
+    cols = mask_columns(layout.k_coord, layout.block_size, dims)
+    if dims == 0:  # whole blocks only: nothing to mask
+        assert cols is None
+        return
+    assert cols is not None and cols.width in (16, 32, 64)
+    assert sorted(set(cols.columns.tolist())) == [c for c in range(4) if dims >> c & 1]
+    bs, nb = layout.block_size, layout.num_blocks
+    kc = layout.k_coord.long().view(nb, bs, 4)
+    lo, hi = layout.q_lo.long().view(nb, bs, 4), layout.q_hi.long().view(nb, bs, 4)
+    onehot = cols.onehot.view(nb, bs, cols.width)
+    assert torch.equal(onehot.sum(-1), torch.full((nb, bs), float(bin(dims).count("1"))))  # one column per coordinate
+    c = cols.columns.long()
+    for qb in range(0, nb, 3):
+        for kb in range(nb):
+            vals = cols.values[kb].long()
+            penalty = -((vals[None] < lo[qb][:, c]) | (vals[None] > hi[qb][:, c])).double()  # [bs, K]
+            got = penalty @ onehot[kb].double().T
+            fails = sum(((kc[kb][None, :, d] < lo[qb][:, None, d]) | (kc[kb][None, :, d] > hi[qb][:, None, d])).double()
+                        for d in range(4) if dims >> d & 1)
+            assert torch.equal(got, -fails), (qb, kb)
+
+
+def test_mask_columns_refuse_blocks_with_too_many_values():
+    # Raster blocks of 128 tokens along 100-token rows hold 100 w values: wider than the dot mask takes.
+    coords = torch.stack(torch.meshgrid(torch.zeros(1), torch.arange(2.0), torch.arange(2.0), torch.arange(64.0),
+                                        indexing="ij"), -1).view(-1, 4).int()
+    assert mask_columns(coords, 128, 0b1000) is not None  # 64 w values fit
+    wide = torch.stack(torch.meshgrid(torch.zeros(1), torch.arange(1.0), torch.arange(2.0), torch.arange(128.0),
+                                      indexing="ij"), -1).view(-1, 4).int()
+    assert mask_columns(wide, 128, 0b1000) is None
+    assert mask_columns(wide, 128, 0) is None
 
 
 @pytest.mark.parametrize("grid,decay,sink", [((9, 16, 16), 0.2, True), ((12, 10, 13), 0.5, False), ((17, 8, 8), 1.0, True)])

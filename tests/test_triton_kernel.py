@@ -74,6 +74,20 @@ def check(layout: BlockLayout, B: int, H: int, D: int, dtype: torch.dtype, kv_le
     return out, ref
 
 
+# Partial blocks' two masks: the element-wise box test and the same test through the tensor cores.
+MASKS = ["elementwise", "dot"]
+
+
+def use_mask(monkeypatch, mask: str, layout: BlockLayout) -> None:
+    """Mask ``layout``'s partial blocks the named way, at every head_dim; for "dot", check that the
+    layout's blocks admit it (else the kernel would quietly take the element-wise test)."""
+    from ditaccel.kernels.layout import mask_columns
+
+    monkeypatch.setattr(bst, "DOT_MASK_HEAD_DIMS", (64, 128) if mask == "dot" else ())
+    if mask == "dot":
+        assert mask_columns(layout.k_coord, layout.block_size, layout.partial_dims) is not None
+
+
 def stacked(*layouts: BlockLayout) -> BlockLayout:
     """One layout with a LUT row group per input layout (G = len(layouts)); same tiling."""
     base = layouts[0]
@@ -117,15 +131,19 @@ def test_radial_tiled_ragged_grid_has_padding_blocks():
     ids=["stride1", "dilation", "causal", "blocked"],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_neighborhood(method, dtype):
+@pytest.mark.parametrize("mask", MASKS)
+def test_neighborhood(method, dtype, mask, monkeypatch):
     layout = method.build_layout((4, 7, 9))
+    use_mask(monkeypatch, mask, layout)
     check(layout, B=1, H=2, D=64, dtype=dtype)
 
 
 @needs_process
-def test_neighborhood_ragged_128_blocks_head_dim_128():
+@pytest.mark.parametrize("mask", MASKS)
+def test_neighborhood_ragged_128_blocks_head_dim_128(mask, monkeypatch):
     layout = Neighborhood(window=(2, 5, 5), block_size=128).build_layout((3, 9, 11))
     assert layout.has_partial and layout.block_size == 128
+    use_mask(monkeypatch, mask, layout)
     check(layout, B=1, H=1, D=128, dtype=torch.float16)
 
 
@@ -211,7 +229,8 @@ def test_load_paths_and_strided_inputs(use_tma):
 
 @needs_process
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_box_test_edges_and_empty_boxes(dtype):
+@pytest.mark.parametrize("mask", MASKS)
+def test_box_test_edges_and_empty_boxes(dtype, mask, monkeypatch):
     # Every block partial, random boxes whose edges land on key coordinates (the unsigned range
     # test must keep lo and hi inclusive), some starting below 0 (padding keys, coordinate -1,
     # must still need the group coordinate to reject them) and some empty (must admit nothing).
@@ -229,6 +248,7 @@ def test_box_test_edges_and_empty_boxes(dtype):
     nb = tiling.num_blocks
     counts, idx, flags = pack_block_mask(torch.ones(nb, nb, dtype=torch.bool), torch.ones(nb, nb, dtype=torch.bool))
     layout = BlockLayout(64, n, counts, idx, flags, lo, hi, tiling.coords.clone(), tiling)
+    use_mask(monkeypatch, mask, layout)
     out, _ = check(layout, B=1, H=1, D=64, dtype=dtype)
     assert out[0, empty.to(out.device)].abs().max() == 0
 
@@ -521,3 +541,12 @@ def test_token_path_auto_picks_one_and_keeps_it(monkeypatch):
     assert list(ops._chosen_paths.values()) in (["box"], ["gather"])
     b = runner(q, k, v, (3, 6, 10))
     assert len(ops._chosen_paths) == 1 and torch.equal(a, b)
+
+
+@needs_process
+def test_config_chooses_the_mask():
+    # The autotuner's DOT_MASK key: the same layout through either mask, both exact.
+    layout = Neighborhood(window=(3, 5, 5), block_size=64).build_layout((3, 6, 9))
+    outs = [check(layout, B=1, H=1, D=64, dtype=torch.float32, config={"BLOCK_M": 64, "BLOCK_N": 64, "DOT_MASK": dot})[0]
+            for dot in (True, False)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)

@@ -22,6 +22,19 @@ get a negative width, which as uint32 admits everything, so they become lo = -2,
 coordinate is -2 (real ones are >= 0, padding -1), so they still admit nothing. Rows that see no key at all
 (padding queries) finish with l == 0 and are written as zeros, like the reference.
 
+The dot mask. Element-wise, a partial block costs [BLOCK_M, BLOCK_N] compares per tested
+coordinate, about as much as both matmuls at head_dim 64. Where every key block of the layout
+holds few distinct values per tested coordinate (tiles: a (2, 8, 8) tile holds 2, 8 and 8),
+layout.mask_columns gives each (coordinate, value) of a block a column, and the kernel adds
+penalties x one-hot^T to the scores on the tensor cores: [BLOCK_M, MASK_K] compares per block
+(MASK_K = 32 for the tiles in use) and one small matmul (_dot_masked_scores). Exact: allowed keys
+get + 0, the others a penalty that no softmax weight survives. Its one-hot columns take 8 KB of
+shared memory, which at head_dim 128 costs the third K/V stage, so the autotuner times both masks
+(config key DOT_MASK) and keeps the faster per shape. H200 (benchmarks/results/logs/session16/):
+CogVideoX-5B (head_dim 64) stride 1 7.39 -> 6.31 ms, blocked window 6.70 -> 5.37 ms; at head_dim 128
+with 2 stages, stride 1: Wan 720p 73.8 -> 70.3, HunyuanVideo 720p 107.0 -> 104.5, NATTEN's shape
+86.2 -> 78.9 ms; blocked windows at head_dim 128 keep the element-wise test and 3 stages.
+
 Where the tokens come from. The layout indexes a canonical sequence: video blocks first
 (positions 0 .. video_blocks * block - 1), then text blocks. The kernel reads both where the model
 keeps them, so token tiling costs no copy of keys and values:
@@ -75,7 +88,9 @@ try:  # host-side tensor descriptors: Triton >= 3.4
 except ImportError:  # pragma: no cover - older Triton
     TensorDescriptor = None
 
-from .layout import PARTIAL_ALL
+import weakref
+
+from .layout import PARTIAL_ALL, MaskColumns, mask_columns
 
 LOG2E = 1.4426950408889634
 SUPPORTED_HEAD_DIMS = (64, 128)
@@ -84,6 +99,10 @@ SUPPORTED_HEAD_DIMS = (64, 128)
 # 720p stride-1 window 108.9 -> 107.6 ms, CogVideoX-5B stride 1 7.49 -> 7.39 ms, radial at
 # HunyuanVideo 97.2 -> 96.6 ms. A module constant so that a benchmark can time the canonical order.
 TEXT_ROWS_FIRST = True
+# Head dims whose partial blocks are masked through the tensor cores (_dot_masked_scores) where the
+# layout's blocks allow it (layout.mask_columns). A module constant so that a benchmark can time
+# both masks in one call.
+DOT_MASK_HEAD_DIMS = (64, 128)
 
 
 def interpreting() -> bool:
@@ -204,6 +223,48 @@ def _masked_scores(
 
 
 @triton.jit
+def _dot_masked_scores(
+    qk, start_n, is_partial, kv_end, mask_values, mask_onehot, cols, col_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LAYOUT_BLOCK: tl.constexpr, PARTIAL_DIMS: tl.constexpr,
+    CAN_CROSS: tl.constexpr, MASK_K: tl.constexpr, MASK_FP32: tl.constexpr,
+):
+    """_masked_scores through the tensor cores (layout.MaskColumns): each column of the key block
+    stands for one value of one coordinate; the rows' penalties ([BLOCK_M, MASK_K]: -2^125 where
+    the value is outside the row's box) times the keys' one-hot columns add -2^125 per failed
+    coordinate to the score, and exactly 0 where the key is allowed (penalties up to 4 * 2^125 stay
+    finite; scaled, they fall below the running maximum's start, so such a key weighs 0)."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    vals = tl.load(mask_values + (start_n // LAYOUT_BLOCK).to(tl.int64) * MASK_K + cols)
+    # Each column's coordinate: the rows' lower edge and width in that coordinate.
+    lo = tl.zeros([BLOCK_M, MASK_K], tl.int32)
+    width = tl.zeros([BLOCK_M, MASK_K], tl.uint32)
+    if PARTIAL_DIMS & 1:
+        lo = tl.where(col_coord[None, :] == 0, lo0[:, None], lo)
+        width = tl.where(col_coord[None, :] == 0, w0[:, None], width)
+    if PARTIAL_DIMS & 2:
+        lo = tl.where(col_coord[None, :] == 1, lo1[:, None], lo)
+        width = tl.where(col_coord[None, :] == 1, w1[:, None], width)
+    if PARTIAL_DIMS & 4:
+        lo = tl.where(col_coord[None, :] == 2, lo2[:, None], lo)
+        width = tl.where(col_coord[None, :] == 2, w2[:, None], width)
+    if PARTIAL_DIMS & 8:
+        lo = tl.where(col_coord[None, :] == 3, lo3[:, None], lo)
+        width = tl.where(col_coord[None, :] == 3, w3[:, None], width)
+    inside = (vals[None, :] - lo).to(tl.uint32) <= width
+    if CAN_CROSS:
+        inside = inside | (is_partial == 0)
+    if MASK_FP32:
+        penalty = tl.where(inside, 0.0, -4.253529586511731e37).to(tl.float32)
+    else:
+        penalty = tl.where(inside, 0.0, -4.253529586511731e37).to(tl.bfloat16)
+    onehot = tl.load(mask_onehot + offs_n.to(tl.int64)[:, None] * MASK_K + cols[None, :])
+    qk = tl.dot(penalty, tl.trans(onehot), qk)
+    if CAN_CROSS:
+        qk = tl.where(offs_n[None, :] < kv_end, qk, float("-inf"))
+    return qk
+
+
+@triton.jit
 def _online_softmax(qk, v, m_i, l_i, acc, qk_scale):
     """Fold one tile of scores (and its values) into the running max, denominator and output."""
     m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
@@ -230,6 +291,7 @@ def _block_sparse_fwd(
     grid_t, grid_h, grid_w,  # the latent grid (MODE 2)
     kv_counts, kv_counts_video, kv_indices, kv_partial,  # LUT: [G, Mq], [G, Mq], [G, Mq, W], [G, Mq, W]
     q_lo, q_hi, k_coord,  # int32 [L, 4]
+    mask_values, mask_onehot, mask_cols,  # layout.MaskColumns (read with MASK_K > 0)
     kv_len,  # int32 [B] (only read with HAS_KV_LEN): keys at canonical positions >= kv_len[b] are ignored
     qk_scale,  # softmax scale * log2(e)
     num_heads, num_groups, num_q_blocks, video_blocks, lut_width,
@@ -257,6 +319,9 @@ def _block_sparse_fwd(
     NT_H: tl.constexpr = 1, NT_W: tl.constexpr = 1,
     WARP_SPECIALIZE: tl.constexpr = False,
     TEXT_ROWS_FIRST: tl.constexpr = False,  # start each head's text query tiles first
+    MASK_K: tl.constexpr = 0,  # > 0: the layout's blocks admit the dot mask (_dot_masked_scores), MASK_K columns
+    DOT_MASK: tl.constexpr = True,  # with MASK_K > 0, use it (a config choice: the autotuner times both masks)
+    MASK_FP32: tl.constexpr = False,  # the dot mask's operands in fp32 (the interpreter's bf16 dots are wrong)
 ):
     # Query tiles are the fastest grid axis: programs of one head run together and share its
     # K/V in L2.
@@ -303,6 +368,9 @@ def _block_sparse_fwd(
         lo1, w1 = _box_lo_width(q_lo, q_hi, offs_m, 1)
         lo2, w2 = _box_lo_width(q_lo, q_hi, offs_m, 2)
         lo3, w3 = _box_lo_width(q_lo, q_hi, offs_m, 3)
+    if MASK_K > 0:
+        mcols = tl.arange(0, MASK_K)
+        col_coord = tl.load(mask_cols + mcols)
 
     # m starts finite so that fully masked tiles never produce (-inf) - (-inf).
     m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)
@@ -331,8 +399,13 @@ def _block_sparse_fwd(
         if PARTIAL_DIMS != 0:
             is_partial = tl.load(flag_row + entry).to(tl.int32)
             if (is_partial != 0) | (start_n + BLOCK_N > v_end):
-                qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
-                                    BLOCK_M, BLOCK_N, PARTIAL_DIMS, VIDEO_CAN_CROSS)
+                if DOT_MASK and MASK_K > 0:
+                    qk = _dot_masked_scores(qk, start_n, is_partial, v_end, mask_values, mask_onehot, mcols, col_coord,
+                                            lo0, w0, lo1, w1, lo2, w2, lo3, w3, BLOCK_M, BLOCK_N, LAYOUT_BLOCK,
+                                            PARTIAL_DIMS, VIDEO_CAN_CROSS, MASK_K, MASK_FP32)
+                else:
+                    qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
+                                        BLOCK_M, BLOCK_N, PARTIAL_DIMS, VIDEO_CAN_CROSS)
         elif start_n + BLOCK_N > v_end:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             qk = tl.where(offs_n[None, :] < v_end, qk, float("-inf"))
@@ -400,9 +473,9 @@ def _store_video(
 # ----------------------------------------------------------------------------------------------
 
 
-def _config(block_m: int, block_n: int, warps: int, stages: int) -> triton.Config:
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "NUM_STAGES": stages}, num_warps=warps, num_stages=stages,
-                         pre_hook=_set_descriptor_blocks)
+def _config(block_m: int, block_n: int, warps: int, stages: int, dot_mask: bool = True) -> triton.Config:
+    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "NUM_STAGES": stages, "DOT_MASK": dot_mask}, num_warps=warps,
+                         num_stages=stages, pre_hook=_set_descriptor_blocks)
 
 
 def _set_descriptor_blocks(nargs) -> None:
@@ -422,24 +495,19 @@ def _set_descriptor_blocks(nargs) -> None:
 
 
 # Hopper-oriented candidates (BLOCK_M, BLOCK_N, warps, stages); >= 3 stages so the LUT load is
-# prefetched along with K/V.
-AUTOTUNE_CONFIGS = [
-    _config(128, 128, 8, 3),
-    _config(128, 64, 8, 3),
-    _config(128, 64, 8, 4),
-    _config(128, 128, 8, 2),
-    _config(128, 128, 4, 3),
-    _config(128, 64, 4, 3),
-    _config(64, 64, 4, 3),
-]
+# prefetched along with K/V. Each with either mask for partial blocks where the layout admits the
+# dot mask: its one-hot key columns need shared memory (8 KB at 32 columns), so at head_dim 128 it
+# runs with 2 stages, where the element-wise test keeps 3 (the autotuner weighs the two).
+_TILES = [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 4, 3), (128, 64, 4, 3), (64, 64, 4, 3)]
+AUTOTUNE_CONFIGS = [_config(*t, dot_mask=dot) for dot in (True, False) for t in _TILES]
 
 
-def _smem_bytes(cfg: triton.Config, head_dim: int, elem: int = 2) -> int:
+def _smem_bytes(cfg: triton.Config, head_dim: int, elem: int = 2, mask_k: int = 0) -> int:
     """Shared memory of a config: the query tile and NUM_STAGES buffers each of K and V (what
     Triton 3.6 allocates for the key loop on sm_90; 128x128x128 bf16 at 3 stages: 229,376 bytes plus
-    24 of barriers)."""
+    24 of barriers), and the dot mask's one-hot key columns."""
     bm, bn, st = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.kwargs["NUM_STAGES"]
-    return (bm * head_dim + st * 2 * bn * head_dim) * elem
+    return (bm * head_dim + st * 2 * bn * head_dim + bn * mask_k * cfg.kwargs.get("DOT_MASK", True)) * elem
 
 
 @functools.lru_cache(maxsize=None)
@@ -457,9 +525,11 @@ def _prune_configs(configs, named_args, **kwargs):
     limit = _smem_limit()
     box = args.get("MODE") == 2  # grid boxes are read whole: one layout block per tile
     configs = [c for c in configs if not box or c.kwargs["BLOCK_M"] == c.kwargs["BLOCK_N"] == lb]
+    if not args.get("MASK_K", 0):  # no dot mask to choose: one config per tile
+        configs = [c for c in configs if c.kwargs.get("DOT_MASK", True)]
     keep = [
         c for c in configs
-        if lb % c.kwargs["BLOCK_M"] == 0 and lb % c.kwargs["BLOCK_N"] == 0 and _smem_bytes(c, d) <= limit
+        if lb % c.kwargs["BLOCK_M"] == 0 and lb % c.kwargs["BLOCK_N"] == 0 and _smem_bytes(c, d, mask_k=args.get("MASK_K", 0)) <= limit
         # 8 warps only pay off on full 128x128-class tiles (the tutorial's Hopper rule)
         and not (c.num_warps == 8 and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] < 128 * 64)
         # head_dim 128 on H100: 4-warp tiles ran 20-35% slower on sparse layouts, and only the
@@ -474,7 +544,7 @@ def _prune_configs(configs, named_args, **kwargs):
 _block_sparse_fwd_tuned = triton.autotune(
     configs=AUTOTUNE_CONFIGS,
     key=["HEAD_DIM", "LAYOUT_BLOCK", "SEQ_BUCKET", "PARTIAL_DIMS", "HAS_KV_LEN", "MODE", "VIDEO_RAGGED", "HAS_TEXT", "TEXT_TMA",
-         "TEXT_ROWS_FIRST"],
+         "TEXT_ROWS_FIRST", "MASK_K"],
     prune_configs_by={"early_config_prune": _prune_configs},
 )(_block_sparse_fwd)
 
@@ -573,7 +643,8 @@ def block_sparse_attention_fwd(
 
     has_partial: which coordinates partial blocks test, the layout's ``partial_dims`` (an int bit
     set; True: all four, False: no partial block, which skips the per-block flag test).
-    config: {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"} to bypass the autotuner.
+    config: {"BLOCK_M", "BLOCK_N", "num_warps", "num_stages"} (and optionally "DOT_MASK": False for the element-wise
+    box test in partial blocks) to bypass the autotuner.
     text_blocks: how many of the layout's last blocks are joint attention's text (dense rows, which
     the kernel starts first; see TEXT_ROWS_FIRST).
     """
@@ -628,6 +699,22 @@ def block_sparse_attention_placed(
             text_blocks=lut[0].shape[-1] - video_blocks if text_blocks is None else text_blocks)
 
 
+_DOT_MASKS: dict = {}  # id(k_coord) -> (weak reference, block size, dims, MaskColumns)
+
+
+def _dot_mask_tables(key: torch.Tensor, k_coord: torch.Tensor, block_size: int, dims: int, device) -> MaskColumns | None:
+    """layout.mask_columns for these key coordinates, in the kernel's operand dtype, built once
+    per coordinate tensor (a layout's own; dropped with it) and reused by every call."""
+    hit = _DOT_MASKS.get(id(key))
+    if hit is not None and hit[0]() is key and hit[1:3] == (block_size, dims):
+        return hit[3]
+    cols = mask_columns(k_coord.to(device), block_size, dims)
+    if cols is not None and not interpreting():
+        cols = MaskColumns(cols.values, cols.onehot.to(torch.bfloat16), cols.columns, cols.width)
+    _DOT_MASKS[id(key)] = (weakref.ref(key, lambda _, i=id(key): _DOT_MASKS.pop(i, None)), block_size, dims, cols)
+    return cols
+
+
 def _partial_dims(has_partial: bool | int) -> int:
     """The kernel's PARTIAL_DIMS from a launcher's ``has_partial``: True tests every coordinate,
     False none, an int names them (a layout's ``partial_dims``)."""
@@ -647,6 +734,8 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
             has_partial, config, use_tma, kv_len_covers_video=False, text_blocks=0) -> None:
     B, S, H, D = q.shape
     kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord = (x.contiguous() for x in lut)
+    dims = _partial_dims(has_partial)
+    dot_mask = _dot_mask_tables(lut[6], k_coord, block_size, dims, q.device) if dims and D in DOT_MASK_HEAD_DIMS else None
     G, M = kv_counts.shape
     W = kv_indices.shape[-1]
     if B * H * M == 0 or video_len == 0:
@@ -688,14 +777,17 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
         *q_strides, *out.stride()[:3], *qt.stride()[:3], *ot.stride()[:3],
         video_start, q_rows, video_len, text_row0, qt.shape[1], text_len,
         *grid_dims,
-        kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord, kv_len_arg,
+        kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord,
+        *((dot_mask.values, dot_mask.onehot, dot_mask.columns) if dot_mask else (k_coord,) * 3),
+        kv_len_arg,
         float(scale) * LOG2E,
         H, G, M, video_blocks, W, text_blocks,
         1 << max(M * block_size - 1, 1).bit_length(),
     )
     span = video_blocks * block_size
     flags = dict(
-        HEAD_DIM=D, LAYOUT_BLOCK=block_size, PARTIAL_DIMS=_partial_dims(has_partial),
+        HEAD_DIM=D, LAYOUT_BLOCK=block_size, PARTIAL_DIMS=dims,
+        MASK_K=dot_mask.width if dot_mask else 0, MASK_FP32=interpreting(),
         VIDEO_CAN_CROSS=bool(video_ragged or (has_kv_len and not kv_len_covers_video)), HAS_KV_LEN=has_kv_len, MODE=mode,
         VIDEO_RAGGED=video_ragged, VIDEO_CLIP=mode == 0 and video_start + span > S, VIDEO_STORE_MASKED=video_ragged,
         HAS_TEXT=has_text, TEXT_TMA=text_tma, TEXT_CLIP=has_text and not text_tma and text_row0 + (M - video_blocks) * block_size > qt.shape[1],
@@ -716,8 +808,11 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
                          "(and equal it when reading grid boxes)")
     _set_descriptor_blocks({"Q": Qa, "K": Ka, "V": Va, "O": Oa, "QT": QTa, "KT": KTa, "VT": VTa, "HEAD_DIM": D,
                             "BLOCK_M": bm, "BLOCK_N": bn, **flags})
+    # The dot mask where asked (default) and where its one-hot columns fit beside this config's stages.
+    dot = bool(cfg.get("DOT_MASK", True)) and (interpreting() or _smem_bytes(
+        _config(bm, bn, cfg["num_warps"], cfg["num_stages"]), D, mask_k=flags["MASK_K"]) <= _smem_limit())
     _block_sparse_fwd[(triton.cdiv(rows, bm), B * H)](
-        *args, **flags, BLOCK_M=bm, BLOCK_N=bn, NUM_STAGES=cfg["num_stages"],
+        *args, **flags, BLOCK_M=bm, BLOCK_N=bn, NUM_STAGES=cfg["num_stages"], DOT_MASK=dot,
         WARP_SPECIALIZE=bool(cfg.get("WARP_SPECIALIZE", False)),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

@@ -293,3 +293,60 @@ def with_text(layout: BlockLayout, text_len: int) -> BlockLayout:
         nt,
         torch.cat([layout.kv_counts, torch.full((G, nt), nv, dtype=torch.int32, device=dev)], dim=1),
     )
+
+
+@dataclass(frozen=True)
+class MaskColumns:
+    """A layout's box test rewritten as a matrix product, for partial blocks (the kernel's dot mask).
+
+    Inside one key block a coordinate takes few distinct values (a (2, 8, 8) tile: 2, 8 and 8, plus
+    -1 where padding hangs over the grid). Give every (coordinate, distinct value) of a block a
+    column: ``onehot[j]`` marks the columns of key j's values, and for a query row the kernel
+    builds a [BLOCK_M, K] row of penalties, -P where the column's value is outside the row's box,
+    0 inside. The product rows x onehot^T is then -P times the number of coordinates in which the
+    key fails the box, and 0 where the key is allowed: the element-wise test, with [BLOCK_M, K]
+    compares per block instead of [BLOCK_M, BLOCK_N] per coordinate, and the rest on tensor cores.
+    """
+
+    values: torch.Tensor  # int32 [num_blocks, K]: the coordinate value of each column, per key block
+    onehot: torch.Tensor  # float32 [seq_len, K]: 1 at the columns of each key's values
+    columns: torch.Tensor  # int32 [K]: the coordinate each column tests
+    width: int  # K, a power of two >= 16 (Triton's ranges; the tensor cores' step)
+
+
+def mask_columns(k_coord: torch.Tensor, block_size: int, dims: int, max_width: int = 64) -> MaskColumns | None:
+    """The dot mask's tables for key coordinates ``k_coord`` [L, 4] cut into blocks of
+    ``block_size``, testing the coordinates of bit set ``dims``; None when some block needs more than
+    ``max_width`` columns (raster blocks spanning many rows) or ``dims`` is empty."""
+    coords = [c for c in range(4) if dims >> c & 1]
+    if not coords:
+        return None
+    L = k_coord.shape[0]
+    nb = L // block_size
+    kc = k_coord.reshape(nb, block_size, 4).long()
+    parts = []
+    for c in coords:
+        s, order = torch.sort(kc[:, :, c], dim=1)
+        new = torch.ones_like(s, dtype=torch.bool)
+        new[:, 1:] = s[:, 1:] != s[:, :-1]
+        rank_sorted = new.long().cumsum(1) - 1  # rank of each sorted value among the block's distinct ones
+        rank = torch.empty_like(rank_sorted).scatter_(1, order, rank_sorted)
+        width = int(rank_sorted[:, -1].max()) + 1 if nb else 1
+        values = s[:, :1].expand(nb, width).clone()  # unused columns repeat the first value (no key marks them)
+        values.scatter_(1, rank_sorted, s)
+        parts.append((c, width, values, rank))
+    total = sum(w for _, w, _, _ in parts)
+    K = max(16, 1 << (total - 1).bit_length())  # a power of two (Triton's ranges), at least the tensor cores' step
+    if K > max_width:
+        return None
+    values = torch.zeros(nb, K, dtype=torch.int32, device=k_coord.device)
+    onehot = torch.zeros(nb, block_size, K, dtype=torch.float32, device=k_coord.device)
+    columns = torch.full((K,), coords[0], dtype=torch.int32, device=k_coord.device)
+    start = 0
+    for c, width, vals, rank in parts:
+        values[:, start:start + width] = vals.to(torch.int32)
+        columns[start:start + width] = c
+        onehot.scatter_(2, (rank + start)[..., None], 1.0)
+        start += width
+    # Spare columns (up to K): no key marks them, so their penalties never count.
+    return MaskColumns(values, onehot.view(L, K), columns, K)
