@@ -550,3 +550,23 @@ def test_config_chooses_the_mask():
     outs = [check(layout, B=1, H=1, D=64, dtype=torch.float32, config={"BLOCK_M": 64, "BLOCK_N": 64, "DOT_MASK": dot})[0]
             for dot in (True, False)]
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+
+
+@needs_process
+def test_dot_mask_tables_are_built_once_per_layout_and_dropped_with_it(monkeypatch):
+    # Dropped with it: also no runtime cache may keep a used layout alive (ops._device_layouts once did).
+    import gc
+
+    built = []
+    real = bst.mask_columns
+    monkeypatch.setattr(bst, "mask_columns", lambda *a, **kw: built.append(1) or real(*a, **kw))
+    base = Neighborhood(window=(3, 5, 5), block_size=64).build_layout((3, 6, 9))  # kept in the method's layout cache
+    layout = BlockLayout(base.block_size, base.seq_len, base.kv_counts, base.kv_indices, base.kv_partial, base.q_lo, base.q_hi,
+                         base.k_coord.clone(), base.tiling).to(DEVICE)
+    for seed in (0, 1):
+        check(layout, B=1, H=1, D=64, dtype=torch.float32, seed=seed)
+    assert len(built) == 1 and id(layout.k_coord) in bst._DOT_MASKS
+    key = id(layout.k_coord)
+    del layout
+    gc.collect()
+    assert key not in bst._DOT_MASKS

@@ -699,19 +699,19 @@ def block_sparse_attention_placed(
             text_blocks=lut[0].shape[-1] - video_blocks if text_blocks is None else text_blocks)
 
 
-_DOT_MASKS: dict = {}  # id(k_coord) -> (weak reference, block size, dims, MaskColumns)
+_DOT_MASKS: dict = {}  # id(k_coord) -> (weak reference, block size, dims, device, MaskColumns or None)
 
 
 def _dot_mask_tables(key: torch.Tensor, k_coord: torch.Tensor, block_size: int, dims: int, device) -> MaskColumns | None:
     """layout.mask_columns for these key coordinates, in the kernel's operand dtype, built once
     per coordinate tensor (a layout's own; dropped with it) and reused by every call."""
     hit = _DOT_MASKS.get(id(key))
-    if hit is not None and hit[0]() is key and hit[1:3] == (block_size, dims):
-        return hit[3]
+    if hit is not None and hit[0]() is key and hit[1:4] == (block_size, dims, torch.device(device)):
+        return hit[4]
     cols = mask_columns(k_coord.to(device), block_size, dims)
     if cols is not None and not interpreting():
         cols = MaskColumns(cols.values, cols.onehot.to(torch.bfloat16), cols.columns, cols.width)
-    _DOT_MASKS[id(key)] = (weakref.ref(key, lambda _, i=id(key): _DOT_MASKS.pop(i, None)), block_size, dims, cols)
+    _DOT_MASKS[id(key)] = (weakref.ref(key, lambda _, i=id(key): _DOT_MASKS.pop(i, None)), block_size, dims, torch.device(device), cols)
     return cols
 
 

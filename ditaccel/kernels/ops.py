@@ -211,9 +211,9 @@ def _prepared(layout: BlockLayout, device: torch.device) -> tuple[BlockLayout, i
         return layout.to(device) if layout.kv_counts.device != device else layout, layout.partial_dims
     entry = _device_layouts.setdefault(layout, {})
     key = str(device)
-    if key not in entry:
-        entry[key] = layout if layout.kv_counts.device == device else layout.to(device)
-    return entry[key], layout.partial_dims
+    if key not in entry:  # None: the layout itself (a value holding its key would keep it alive forever)
+        entry[key] = None if layout.kv_counts.device == device else layout.to(device)
+    return layout if entry[key] is None else entry[key], layout.partial_dims
 
 
 def triton_block_sparse_attention(
