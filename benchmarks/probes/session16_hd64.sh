@@ -1,4 +1,4 @@
-# Prepared in session 15 for the next device call (issue 15, head_dim 64): where CogVideoX-5B's masked
+# Prepared in session 15 (issue 15, head_dim 64), not run: session 16's dot mask (session16_a.sh) answered it. Where CogVideoX-5B's masked
 # blocks spend their time. Timing of masked vs whole (flags cleared) first, then ncu on each.
 #   run(carry=[wheels], command="... (as session13_a.sh) ...; bash benchmarks/probes/session16_hd64.sh")
 export PYTHONUNBUFFERED=1
