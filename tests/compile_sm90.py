@@ -50,7 +50,7 @@ def compile_config(D=128, BM=128, BN=128, warps=8, stages=3, partial_dims=0b1111
     const = dict(HEAD_DIM=D, LAYOUT_BLOCK=128, BLOCK_M=BM, BLOCK_N=BN, NUM_STAGES=stages, PARTIAL_DIMS=partial_dims,
                  HAS_KV_LEN=has_kv_len, VIDEO_CAN_CROSS=ragged or has_kv_len, MODE=mode, VIDEO_RAGGED=ragged, VIDEO_CLIP=mode == 0, VIDEO_STORE_MASKED=ragged,
                  HAS_TEXT=text, TEXT_TMA=text_tma, TEXT_CLIP=text and not text_tma, TT=tile[0], TH=tile[1], TW=tile[2], NT_H=-(-45 // tile[1]), NT_W=-(-80 // tile[2]),
-                 WARP_SPECIALIZE=False, TEXT_ROWS_FIRST=text if text_first is None else text_first, MASK_K=mask_k, MASK_FP32=False, DOT_MASK=True)
+                 WARP_SPECIALIZE=False, TEXT_ROWS_FIRST=text if text_first is None else text_first, MASK_K=mask_k, DOT_MASK=True)
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in const:

@@ -82,13 +82,12 @@ import os
 import torch
 import triton
 import triton.language as tl
+from torch.utils.weak import WeakIdKeyDictionary
 
 try:  # host-side tensor descriptors: Triton >= 3.4
     from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:  # pragma: no cover - older Triton
     TensorDescriptor = None
-
-import weakref
 
 from .layout import PARTIAL_ALL, MaskColumns, mask_columns
 
@@ -223,10 +222,17 @@ def _masked_scores(
 
 
 @triton.jit
+def _column_edges(lo, width, col_coord, c: tl.constexpr, lo_c, w_c):
+    """lo and width ([rows, columns]) with the rows' edges in coordinate c at the columns testing it."""
+    mine = col_coord[None, :] == c
+    return tl.where(mine, lo_c[:, None], lo), tl.where(mine, w_c[:, None], width)
+
+
+@triton.jit
 def _dot_masked_scores(
     qk, start_n, is_partial, kv_end, mask_values, mask_onehot, cols, col_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, LAYOUT_BLOCK: tl.constexpr, PARTIAL_DIMS: tl.constexpr,
-    CAN_CROSS: tl.constexpr, MASK_K: tl.constexpr, MASK_FP32: tl.constexpr,
+    CAN_CROSS: tl.constexpr, MASK_K: tl.constexpr,
 ):
     """_masked_scores through the tensor cores (layout.MaskColumns): each column of the key block
     stands for one value of one coordinate; the rows' penalties ([BLOCK_M, MASK_K]: -2^125 where
@@ -239,24 +245,18 @@ def _dot_masked_scores(
     lo = tl.zeros([BLOCK_M, MASK_K], tl.int32)
     width = tl.zeros([BLOCK_M, MASK_K], tl.uint32)
     if PARTIAL_DIMS & 1:
-        lo = tl.where(col_coord[None, :] == 0, lo0[:, None], lo)
-        width = tl.where(col_coord[None, :] == 0, w0[:, None], width)
+        lo, width = _column_edges(lo, width, col_coord, 0, lo0, w0)
     if PARTIAL_DIMS & 2:
-        lo = tl.where(col_coord[None, :] == 1, lo1[:, None], lo)
-        width = tl.where(col_coord[None, :] == 1, w1[:, None], width)
+        lo, width = _column_edges(lo, width, col_coord, 1, lo1, w1)
     if PARTIAL_DIMS & 4:
-        lo = tl.where(col_coord[None, :] == 2, lo2[:, None], lo)
-        width = tl.where(col_coord[None, :] == 2, w2[:, None], width)
+        lo, width = _column_edges(lo, width, col_coord, 2, lo2, w2)
     if PARTIAL_DIMS & 8:
-        lo = tl.where(col_coord[None, :] == 3, lo3[:, None], lo)
-        width = tl.where(col_coord[None, :] == 3, w3[:, None], width)
+        lo, width = _column_edges(lo, width, col_coord, 3, lo3, w3)
     inside = (vals[None, :] - lo).to(tl.uint32) <= width
     if CAN_CROSS:
         inside = inside | (is_partial == 0)
-    if MASK_FP32:
-        penalty = tl.where(inside, 0.0, -4.253529586511731e37).to(tl.float32)
-    else:
-        penalty = tl.where(inside, 0.0, -4.253529586511731e37).to(tl.bfloat16)
+    # In the one-hot table's dtype: bf16 on the GPU, fp32 in the interpreter (its bf16 dots are wrong).
+    penalty = tl.where(inside, 0.0, -4.253529586511731e37).to(mask_onehot.dtype.element_ty)
     onehot = tl.load(mask_onehot + offs_n.to(tl.int64)[:, None] * MASK_K + cols[None, :])
     qk = tl.dot(penalty, tl.trans(onehot), qk)
     if CAN_CROSS:
@@ -321,7 +321,6 @@ def _block_sparse_fwd(
     TEXT_ROWS_FIRST: tl.constexpr = False,  # start each head's text query tiles first
     MASK_K: tl.constexpr = 0,  # > 0: the layout's blocks admit the dot mask (_dot_masked_scores), MASK_K columns
     DOT_MASK: tl.constexpr = True,  # with MASK_K > 0, use it (a config choice: the autotuner times both masks)
-    MASK_FP32: tl.constexpr = False,  # the dot mask's operands in fp32 (the interpreter's bf16 dots are wrong)
 ):
     # Query tiles are the fastest grid axis: programs of one head run together and share its
     # K/V in L2.
@@ -402,7 +401,7 @@ def _block_sparse_fwd(
                 if DOT_MASK and MASK_K > 0:
                     qk = _dot_masked_scores(qk, start_n, is_partial, v_end, mask_values, mask_onehot, mcols, col_coord,
                                             lo0, w0, lo1, w1, lo2, w2, lo3, w3, BLOCK_M, BLOCK_N, LAYOUT_BLOCK,
-                                            PARTIAL_DIMS, VIDEO_CAN_CROSS, MASK_K, MASK_FP32)
+                                            PARTIAL_DIMS, VIDEO_CAN_CROSS, MASK_K)
                 else:
                     qk = _masked_scores(qk, start_n, is_partial, v_end, k_coord, lo0, w0, lo1, w1, lo2, w2, lo3, w3,
                                         BLOCK_M, BLOCK_N, PARTIAL_DIMS, VIDEO_CAN_CROSS)
@@ -699,19 +698,20 @@ def block_sparse_attention_placed(
             text_blocks=lut[0].shape[-1] - video_blocks if text_blocks is None else text_blocks)
 
 
-_DOT_MASKS: dict = {}  # id(k_coord) -> (weak reference, block size, dims, device, MaskColumns or None)
+# k_coord -> (block size, dims, MaskColumns or None); an entry goes with its tensor (a layout's own).
+_DOT_MASKS = WeakIdKeyDictionary()
 
 
-def _dot_mask_tables(key: torch.Tensor, k_coord: torch.Tensor, block_size: int, dims: int, device) -> MaskColumns | None:
-    """layout.mask_columns for these key coordinates, in the kernel's operand dtype, built once
-    per coordinate tensor (a layout's own; dropped with it) and reused by every call."""
-    hit = _DOT_MASKS.get(id(key))
-    if hit is not None and hit[0]() is key and hit[1:4] == (block_size, dims, torch.device(device)):
-        return hit[4]
-    cols = mask_columns(k_coord.to(device), block_size, dims)
+def _dot_mask_tables(k_coord: torch.Tensor, block_size: int, dims: int) -> MaskColumns | None:
+    """layout.mask_columns for these key coordinates, on their device, in the kernel's operand dtype,
+    built once per coordinate tensor and reused by every call."""
+    hit = _DOT_MASKS.get(k_coord)
+    if hit is not None and hit[:2] == (block_size, dims):
+        return hit[2]
+    cols = mask_columns(k_coord, block_size, dims)
     if cols is not None and not interpreting():
         cols = MaskColumns(cols.values, cols.onehot.to(torch.bfloat16), cols.columns, cols.width)
-    _DOT_MASKS[id(key)] = (weakref.ref(key, lambda _, i=id(key): _DOT_MASKS.pop(i, None)), block_size, dims, torch.device(device), cols)
+    _DOT_MASKS[k_coord] = (block_size, dims, cols)
     return cols
 
 
@@ -735,7 +735,7 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
     B, S, H, D = q.shape
     kv_counts, kv_counts_video, kv_indices, kv_partial, q_lo, q_hi, k_coord = (x.contiguous() for x in lut)
     dims = _partial_dims(has_partial)
-    dot_mask = _dot_mask_tables(lut[6], k_coord, block_size, dims, q.device) if dims and D in DOT_MASK_HEAD_DIMS else None
+    dot_mask = _dot_mask_tables(lut[6], block_size, dims) if dims and D in DOT_MASK_HEAD_DIMS else None
     G, M = kv_counts.shape
     W = kv_indices.shape[-1]
     if B * H * M == 0 or video_len == 0:
@@ -787,7 +787,7 @@ def _launch(q, k, v, out, lut, kv_len, scale, block_size, *, video_start, video_
     span = video_blocks * block_size
     flags = dict(
         HEAD_DIM=D, LAYOUT_BLOCK=block_size, PARTIAL_DIMS=dims,
-        MASK_K=dot_mask.width if dot_mask else 0, MASK_FP32=interpreting(),
+        MASK_K=dot_mask.width if dot_mask else 0,
         VIDEO_CAN_CROSS=bool(video_ragged or (has_kv_len and not kv_len_covers_video)), HAS_KV_LEN=has_kv_len, MODE=mode,
         VIDEO_RAGGED=video_ragged, VIDEO_CLIP=mode == 0 and video_start + span > S, VIDEO_STORE_MASKED=video_ragged,
         HAS_TEXT=has_text, TEXT_TMA=text_tma, TEXT_CLIP=has_text and not text_tma and text_row0 + (M - video_blocks) * block_size > qt.shape[1],
